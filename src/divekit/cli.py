@@ -1,0 +1,274 @@
+"""The ``divekit`` command line.
+
+    divekit list                          models and experiments
+    divekit train MODEL [--epochs ...]    train on the model's dataset, report test figures
+    divekit evaluate --checkpoint PATH    evaluate a checkpoint on a split
+    divekit summary MODEL                 layer-by-layer shapes and parameter counts
+    divekit run NAME [--full]             one experiment, with its plots and results.json
+    divekit tour [--full]                 every experiment, then one HTML report
+    divekit report DIR                    rebuild the report from results on disk
+    divekit data verify|fetch [NAME]      check or download the datasets
+
+A user mistake (unknown name, missing data, bad value, unreadable checkpoint) prints one line on
+stderr and exits non-zero; only bugs print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from divekit import __version__
+from divekit.errors import DivekitError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("recipe (defaults: the model's own recipe)")
+    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--lr", type=_positive_float)
+    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--schedule", choices=["constant", "cosine", "onecycle", "step"])
+    g.add_argument("--warmup-steps", type=int)
+    g.add_argument("--grad-clip", type=_positive_float)
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--precision", choices=["fp32", "bf16"])
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
+    g.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+
+
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "warmup_steps",
+              "grad_clip", "label_smoothing", "precision", "seed", "device", "threads")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="divekit", description="A deep-learning curriculum made real.")
+    parser.add_argument("--version", action="version", version=f"divekit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("list", help="list models and experiments")
+
+    p = sub.add_parser("train", help="train a model and report its test figures")
+    p.add_argument("model")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="model config value")
+    p.add_argument("--limit", type=_positive_int, help="use only the first N training examples")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/MODEL-TIME)")
+    p.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue a run from its checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true")
+    _add_train_flags(p)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a data split")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+
+    p = sub.add_parser("summary", help="layer-by-layer output shapes and parameter counts")
+    p.add_argument("model")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--batch", type=_positive_int, default=1)
+
+    p = sub.add_parser("run", help="run one experiment")
+    p.add_argument("name")
+    p.add_argument("--full", action="store_true", help="the full run (default: quick)")
+    p.add_argument("--out", type=Path, help="directory (default: runs/NAME[-full])")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("tour", help="run every experiment and write one HTML report")
+    p.add_argument("--full", action="store_true", help="full runs (hours) instead of the quick tour (minutes)")
+    p.add_argument("--out", type=Path, help="directory (default: runs/tour)")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
+
+    p = sub.add_parser("report", help="build the HTML report from results on disk")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--out", type=Path, help="HTML file (default: DIRECTORY/report.html)")
+
+    p = sub.add_parser("data", help="check or download the datasets")
+    p.add_argument("action", choices=["verify", "fetch"])
+    p.add_argument("name", nargs="?", help="fashion-mnist, timemachine or fra-eng (default: all)")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_list(args) -> int:
+    from divekit.registry import CHAPTERS, EXPERIMENTS, MODELS, load_all
+
+    load_all()
+    print("models (divekit train NAME):")
+    for chapter in CHAPTERS:
+        for spec in sorted((m for m in MODELS.values() if m.chapter == chapter), key=lambda m: m.name):
+            print(f"  {spec.name:<22} {spec.task:<14} {spec.description}")
+    print("\nexperiments (divekit run NAME):")
+    for chapter, title in CHAPTERS.items():
+        for spec in sorted((e for e in EXPERIMENTS.values() if e.chapter == chapter), key=lambda e: e.name):
+            print(f"  {spec.name:<22} {title:<14.14} {spec.title}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from divekit.registry import get_model
+    from divekit.train.pipeline import parse_options, train_model
+
+    spec = get_model(args.model)
+    options = parse_options(spec, args.option)
+    overrides = {k: getattr(args, k) for k in TRAIN_KEYS if getattr(args, k) is not None}
+    results = train_model(
+        args.model, options=options, train_overrides=overrides, limit=args.limit, out=args.out,
+        resume=args.resume, progress=not args.no_progress,
+    )
+    if results.get("world_size", 1) == 1 or _is_rank0():
+        figures = "  ".join(f"{k} {v:.4f}" for k, v in results["test"].items())
+        print(f"{args.model}: {figures} (model from epoch {results['selected_epoch']}, "
+              f"{results['train_seconds']:.1f}s training) -> {results['run_dir']}")
+    return 0
+
+
+def _is_rank0() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def cmd_evaluate(args) -> int:
+    from divekit.train.pipeline import load_trained
+
+    spec, model, task, ckpt = load_trained(args.checkpoint)
+    metrics = task.evaluate(model, args.split)
+    print(f"{spec.name} ({args.checkpoint}, epoch {ckpt['epoch']}) on {args.split}: "
+          + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from divekit.registry import get_model
+    from divekit.summary import format_summary, summarize
+    from divekit.train.pipeline import parse_options
+
+    spec = get_model(args.model)
+    config = spec.make_config(parse_options(spec, args.option))
+    model = spec.build(config)
+    resolution = getattr(config, "resolution", 28)
+    example = model.example_input(args.batch) if hasattr(model, "example_input") else (
+        __import__("torch").zeros(args.batch, 1, resolution, resolution))
+    print(f"{spec.name}: {spec.description}")
+    print(format_summary(summarize(model, example), model, example))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from divekit.experiments.base import run_experiment
+    from divekit.registry import get_experiment
+    from divekit.runs import runs_root
+
+    get_experiment(args.name)
+    out = args.out or runs_root() / (args.name + ("-full" if args.full else ""))
+    result = run_experiment(args.name, out, quick=not args.full, seed=args.seed)
+    for key, value in result.get("metrics", {}).items():
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    print(f"{args.name}: done in {result['wall_seconds']:.1f}s -> {out / 'results.json'}")
+    return 0
+
+
+def cmd_tour(args) -> int:
+    from divekit.experiments.base import run_experiment
+    from divekit.registry import CHAPTERS, EXPERIMENTS, get_experiment, load_all
+    from divekit.report import build_report, collect_results
+    from divekit.runs import runs_root
+
+    load_all()
+    names = args.only or [e.name for c in CHAPTERS for e in sorted(EXPERIMENTS.values(), key=lambda e: e.name)
+                          if e.chapter == c]
+    for name in names:
+        get_experiment(name)
+    out = args.out or runs_root() / ("tour-full" if args.full else "tour")
+    failed = []
+    start = time.perf_counter()
+    for k, name in enumerate(names, 1):
+        print(f"[{k}/{len(names)}] {name}", flush=True)
+        try:
+            result = run_experiment(name, out / name, quick=not args.full)
+            print(f"    done in {result['wall_seconds']:.1f}s", flush=True)
+        except DivekitError as e:  # a user-fixable problem (e.g. missing data): report it, go on
+            failed.append(name)
+            print(f"    failed: {e}", file=sys.stderr, flush=True)
+    report = build_report(collect_results(out), out / "report.html", title="divekit tour")
+    print(f"tour: {len(names) - len(failed)}/{len(names)} experiments in {time.perf_counter() - start:.0f}s; "
+          f"report: {report}")
+    if failed:
+        raise DivekitError(f"{len(failed)} experiment(s) failed: {', '.join(failed)}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from divekit.report import build_report, collect_results
+
+    if not args.directory.is_dir():
+        raise DivekitError(f"'{args.directory}' is not a directory")
+    results = collect_results(args.directory)
+    if not results:
+        raise DivekitError(f"no experiment results.json under '{args.directory}'; run `divekit tour` first")
+    out = build_report(results, args.out or args.directory / "report.html")
+    print(f"report with {len(results)} experiments: {out}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from divekit.data import store
+
+    if args.action == "fetch":
+        for path in store.fetch(args.name):
+            print(f"ok  {path}")
+        return 0
+    statuses = store.verify(args.name)
+    bad = 0
+    for s in statuses:
+        print(s.describe() if hasattr(s, "describe") else str(s))
+        bad += not s.ok
+    if bad:
+        raise DivekitError(f"{bad} of {len(statuses)} files missing or corrupt; see above")
+    return 0
+
+
+COMMANDS = {
+    "list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate, "summary": cmd_summary, "run": cmd_run,
+    "tour": cmd_tour, "report": cmd_report, "data": cmd_data,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DivekitError as e:
+        print(f"divekit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("divekit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""The registry of dataset files: where each one is found, how it is verified, how it is fetched.
+
+Every file divekit reads is pinned by a digest. For the d2l files the digest is the SHA-1 of the file
+itself; for Fashion-MNIST it is the SHA-256 of the gzip-*decompressed* IDX bytes, because the same
+images circulate in differently compressed ``.gz`` files (the canonical ones and Debian's repacks)
+whose compressed bytes differ while their contents agree.
+
+A file is looked for, in order, at
+
+1. ``$DIVEKIT_DATA/<relpath>``, or the bare file name directly inside ``$DIVEKIT_DATA``;
+2. ``<system dir>/<relpath>`` for each directory in :data:`SYSTEM_DIRS` (Debian's
+   ``dataset-fashion-mnist`` installs under ``/usr/share/datasets``);
+3. the user cache ``$XDG_CACHE_HOME/divekit/<relpath>`` (default ``~/.cache/divekit``);
+4. and, when allowed (not with ``download=False`` nor with ``DIVEKIT_OFFLINE`` set), downloaded
+   from its HTTPS URL into the cache.
+
+The first copy found is the one used; if it fails its checksum it is refused with
+:class:`~divekit.errors.ChecksumError` rather than silently passed over, so a bad copy never hides.
+
+:func:`load_bytes` reads, decompresses and hashes a file once and returns exactly the bytes that were
+hashed. There is no verification cache: hashing costs about a tenth of decompressing, so skipping it
+would save little and would weaken the guarantee that returned bytes are checked bytes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from tqdm import tqdm
+
+from divekit.errors import ChecksumError, DataError, UnknownNameError
+
+D2L_BASE = "https://d2l-data.s3-accelerate.amazonaws.com/"
+FASHION_BASE = "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"
+
+# Read-only locations where a distribution may have installed the datasets; searched after
+# DIVEKIT_DATA and before the user cache. Tests replace this tuple.
+SYSTEM_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets"),)
+
+DOWNLOAD_TIMEOUT_S = 60.0
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One pinned file.
+
+    Attributes:
+        key: registry name, ``"<dataset>"`` or ``"<dataset>/<part>"``.
+        relpath: path below a data directory, e.g. ``fashion-mnist/train-images-idx3-ubyte.gz``.
+        url: canonical HTTPS source.
+        algorithm: ``hashlib`` name of the digest (``"sha1"`` or ``"sha256"``).
+        digest: lowercase hex digest of the verified bytes.
+        decompressed: the digest is of the gzip-decompressed bytes, not of the file.
+        size: length in bytes of what the digest covers (decompressed length when ``decompressed``).
+    """
+
+    key: str
+    relpath: str
+    url: str
+    algorithm: str
+    digest: str
+    decompressed: bool
+    size: int
+
+    @property
+    def dataset(self) -> str:
+        return self.key.split("/", 1)[0]
+
+    @property
+    def filename(self) -> str:
+        return Path(self.relpath).name
+
+
+def _fashion(part: str, stem: str, digest: str, size: int) -> DataFile:
+    name = f"{stem}.gz"
+    return DataFile(key=f"fashion-mnist/{part}", relpath=f"fashion-mnist/{name}", url=FASHION_BASE + name,
+                    algorithm="sha256", digest=digest, decompressed=True, size=size)
+
+
+DATASETS: dict[str, tuple[DataFile, ...]] = {
+    "fashion-mnist": (
+        _fashion("train-images", "train-images-idx3-ubyte",
+                 "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47_040_016),
+        _fashion("train-labels", "train-labels-idx1-ubyte",
+                 "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60_008),
+        _fashion("test-images", "t10k-images-idx3-ubyte",
+                 "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7_840_016),
+        _fashion("test-labels", "t10k-labels-idx1-ubyte",
+                 "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10_008),
+    ),
+    "timemachine": (
+        DataFile("timemachine", "timemachine.txt", D2L_BASE + "timemachine.txt", "sha1",
+                 "090b5e7e70c295757f55df93cb0a180b9691891a", False, 178_979),
+    ),
+    "fra-eng": (
+        DataFile("fra-eng", "fra-eng.zip", D2L_BASE + "fra-eng.zip", "sha1",
+                 "94646ad1522d915e7b0f9296181140edcf86a4f5", False, 3_420_152),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    """The outcome of checking one registered file without downloading it.
+
+    ``status`` is ``"ok"``, ``"missing"`` (no copy anywhere), ``"bad-checksum"`` or ``"corrupt"``
+    (a gzip that does not decompress); ``path`` is the copy that was checked, if any.
+    """
+
+    key: str
+    status: Literal["ok", "missing", "bad-checksum", "corrupt"]
+    path: Path | None
+    algorithm: str
+    expected: str
+    actual: str | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def describe(self) -> str:
+        """One line for ``divekit data verify``: state, key, path and, when it matters, why."""
+        line = f"{self.status:<12}  {self.key:<26}  {self.path or '-'}"
+        if self.status == "bad-checksum":
+            line += f"  {self.algorithm} {self.actual}, expected {self.expected}"
+        elif self.detail:
+            line += f"  ({self.detail})"
+        return line
+
+
+# ----------------------------------------------------------------------------------------- lookup
+
+
+def _unknown(kind: str, name: str, known: Iterable[str]) -> UnknownNameError:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    return UnknownNameError(f"unknown {kind} {name!r}; {hint}known: {', '.join(known)}")
+
+
+def get_file(key: str) -> DataFile:
+    """The registry entry for ``key``; an unknown key suggests the closest registered ones."""
+    files = {f.key: f for group in DATASETS.values() for f in group}
+    if key not in files:
+        raise _unknown("data file", key, files)
+    return files[key]
+
+
+def get_dataset(name: str) -> tuple[DataFile, ...]:
+    """The files of dataset ``name``; an unknown name suggests the closest registered ones."""
+    if name not in DATASETS:
+        raise _unknown("dataset", name, DATASETS)
+    return DATASETS[name]
+
+
+def _selected(dataset: str | None) -> tuple[DataFile, ...]:
+    if dataset is None:
+        return tuple(f for group in DATASETS.values() for f in group)
+    return get_dataset(dataset)
+
+
+def cache_dir() -> Path:
+    """The per-user download directory, ``$XDG_CACHE_HOME/divekit`` (default ``~/.cache/divekit``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "divekit"
+
+
+def candidates(file: DataFile) -> list[Path]:
+    """Every place ``file`` may live, in lookup order (existing or not)."""
+    paths: list[Path] = []
+    data_dir = os.environ.get("DIVEKIT_DATA")
+    if data_dir:
+        paths += [Path(data_dir) / file.relpath, Path(data_dir) / file.filename]
+    paths += [Path(d) / file.relpath for d in SYSTEM_DIRS]
+    paths.append(cache_dir() / file.relpath)
+    return paths
+
+
+def _find(file: DataFile) -> Path | None:
+    return next((p for p in candidates(file) if p.is_file()), None)
+
+
+# ----------------------------------------------------------------------------------- verification
+
+
+def _contents(file: DataFile, raw: bytes, path: Path) -> bytes:
+    """The bytes the digest covers: ``raw`` itself, or its gzip decompression."""
+    if not file.decompressed:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise DataError(
+            f"{path} is not a readable gzip file ({exc}); delete it and run "
+            f"`divekit data fetch {file.dataset}`, or point DIVEKIT_DATA at a good copy"
+        ) from exc
+
+
+def _digest(file: DataFile, data: bytes) -> str:
+    return hashlib.new(file.algorithm, data).hexdigest()
+
+
+def _checksum_error(file: DataFile, path: Path, data: bytes, actual: str) -> ChecksumError:
+    what = "decompressed contents" if file.decompressed else "file"
+    sizes = f" ({len(data):,} bytes, expected {file.size:,})" if len(data) != file.size else ""
+    return ChecksumError(
+        f"{path}: {file.algorithm} of the {what} is {actual}, expected {file.digest}{sizes}; the file "
+        f"is not used. Delete it and run `divekit data fetch {file.dataset}`, or point DIVEKIT_DATA at "
+        f"a directory holding a good copy"
+    )
+
+
+def _verified(file: DataFile, raw: bytes, path: Path) -> bytes:
+    """Decompress if needed, hash once, and return the hashed bytes or raise ChecksumError."""
+    data = _contents(file, raw, path)
+    actual = _digest(file, data)
+    if actual != file.digest:
+        raise _checksum_error(file, path, data, actual)
+    return data
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+# --------------------------------------------------------------------------------------- download
+
+
+def open_url(url: str, timeout: float) -> BinaryIO:
+    """Open ``url`` for reading; the single point of network access (tests replace it)."""
+    return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - only registry https URLs
+
+
+def _layout(file: DataFile) -> str:
+    return ", ".join(f"$DIVEKIT_DATA/{f.relpath}" for f in DATASETS.get(file.dataset, (file,)))
+
+
+def _missing_error(file: DataFile, reason: str) -> DataError:
+    searched = ", ".join(str(p) for p in dict.fromkeys(candidates(file)))
+    return DataError(
+        f"data file {file.relpath} ({file.key}) was not found (searched {searched}) and {reason}. "
+        f"Point the DIVEKIT_DATA environment variable at a directory holding the files in this "
+        f"layout: {_layout(file)}; or, with network access, run `divekit data fetch {file.dataset}` "
+        f"to download into {cache_dir()}"
+    )
+
+
+def _stream(response: BinaryIO, out: BinaryIO, label: str) -> None:
+    headers = getattr(response, "headers", None)
+    length = headers.get("Content-Length") if headers is not None else None
+    total = int(length) if length and str(length).isdigit() else None
+    # disable=None hides the bar when stderr is not a terminal (logs, tests).
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, disable=None) as bar:
+        while chunk := response.read(_CHUNK):
+            out.write(chunk)
+            bar.update(len(chunk))
+
+
+def _checked_download(file: DataFile, raw: bytes) -> bytes:
+    """Verify freshly downloaded bytes; on failure nothing is kept, so the message says so."""
+    advice = f"nothing was saved; point DIVEKIT_DATA at a directory holding a good copy as {_layout(file)}"
+    try:
+        data = _contents(file, raw, Path(file.url))
+    except DataError as exc:
+        raise DataError(f"the download of {file.url} is not a readable gzip file; {advice}") from exc
+    actual = _digest(file, data)
+    if actual != file.digest:
+        raise ChecksumError(
+            f"the download of {file.url} has {file.algorithm} {actual}, expected {file.digest}; {advice}"
+        )
+    return data
+
+
+def _download(file: DataFile) -> tuple[Path, bytes]:
+    """Fetch ``file`` into the cache atomically; return its path and verified bytes."""
+    if not file.url.startswith("https://"):
+        raise DataError(f"refusing to download {file.key} from non-HTTPS URL {file.url}")
+    dest = cache_dir() / file.relpath
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary file sits beside the destination so os.replace is a same-filesystem rename.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{file.filename}.", suffix=".part", dir=dest.parent)
+    except OSError as exc:
+        raise DataError(f"cannot write to the data cache {dest.parent}: {exc.strerror or exc}; "
+                        f"set XDG_CACHE_HOME to a writable directory or DIVEKIT_DATA to one holding "
+                        f"{file.relpath}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with open_url(file.url, DOWNLOAD_TIMEOUT_S) as response:
+                    _stream(response, out, file.relpath)
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                raise _missing_error(file, f"downloading {file.url} failed ({reason})") from exc
+        data = _checked_download(file, tmp.read_bytes())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest, data
+
+
+# ------------------------------------------------------------------------------------- public API
+
+
+def _obtain(key: str, download: bool) -> tuple[Path, bytes]:
+    file = get_file(key)
+    path = _find(file)
+    if path is not None:
+        return path, _verified(file, _read(path), path)
+    if not download or os.environ.get("DIVEKIT_OFFLINE"):
+        raise _missing_error(file, "downloading was not allowed" + (" (DIVEKIT_OFFLINE is set)" if download else ""))
+    return _download(file)
+
+
+def load_bytes(key: str, *, download: bool = True) -> bytes:
+    """The verified contents of ``key`` (gzip-decompressed when its digest is of decompressed bytes)."""
+    return _obtain(key, download)[1]
+
+
+def locate(key: str, *, download: bool = True) -> Path:
+    """The path of a verified copy of ``key`` (the compressed file itself for gzip entries)."""
+    return _obtain(key, download)[0]
+
+
+def _status(file: DataFile) -> FileStatus:
+    path = _find(file)
+    base = dict(key=file.key, path=path, algorithm=file.algorithm, expected=file.digest)
+    if path is None:
+        return FileStatus(status="missing", detail=f"looked in: {', '.join(map(str, candidates(file)))}", **base)
+    try:
+        data = _contents(file, _read(path), path)
+    except DataError as exc:
+        return FileStatus(status="corrupt", detail=str(exc), **base)
+    actual = _digest(file, data)
+    return FileStatus(status="ok" if actual == file.digest else "bad-checksum", actual=actual, **base)
+
+
+def verify(dataset: str | None = None) -> list[FileStatus]:
+    """Check every file of ``dataset`` (all datasets when ``None``) where it is found; never downloads."""
+    return [_status(f) for f in _selected(dataset)]
+
+
+def fetch(dataset: str | None = None) -> list[Path]:
+    """Make every file of ``dataset`` (all when ``None``) available, downloading only missing ones.
+
+    A copy that exists but fails its checksum raises :class:`ChecksumError`, as on any other use.
+    """
+    return [locate(f.key, download=True) for f in _selected(dataset)]

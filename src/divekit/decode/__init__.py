@@ -1,0 +1,1 @@
+"""Decoding for sequence models: greedy and beam search."""

@@ -1,0 +1,71 @@
+"""What an experiment gets (a context) and gives back (a JSON-able result the report renders).
+
+An experiment is a function ``run(ctx) -> dict`` registered with
+:func:`divekit.registry.register_experiment`. Its result may hold:
+
+    summary:  a paragraph of plain text: what was done and what it shows
+    metrics:  {name: number} headline figures
+    tables:   [{"title": str, "columns": [str], "rows": [[value]]}]
+    figures:  [{"file": "name.png", "caption": str}]   (files written into ctx.out_dir)
+
+:func:`run_experiment` adds the name, chapter, mode, seed, wall time, machine and date, and writes
+``results.json`` into the experiment's directory, where the report and the docs read it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from divekit.registry import CHAPTERS, get_experiment
+from divekit.runs import machine_info, now_iso, write_json
+
+
+@dataclass
+class ExperimentContext:
+    """``quick``: the tour's small version (seconds to a minute); otherwise the full run for docs/results.md."""
+
+    out_dir: Path
+    quick: bool = True
+    seed: int = 0
+    progress: bool = True
+    device: str = "auto"
+
+    def path(self, filename: str) -> Path:
+        return self.out_dir / filename
+
+    def pick(self, quick: Any, full: Any) -> Any:
+        """The quick-mode or the full-mode value of a setting."""
+        return quick if self.quick else full
+
+
+def run_experiment(name: str, out_dir: Path, *, quick: bool = True, seed: int = 0, progress: bool = True,
+                   device: str = "auto") -> dict[str, Any]:
+    """Run experiment ``name`` into ``out_dir`` and write its ``results.json``."""
+    spec = get_experiment(name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = ExperimentContext(out_dir=out_dir, quick=quick, seed=seed, progress=progress, device=device)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    result = dict(spec.run(ctx))
+    result.update(
+        name=spec.name,
+        title=spec.title,
+        chapter=spec.chapter,
+        chapter_title=CHAPTERS[spec.chapter],
+        description=spec.description,
+        mode="quick" if quick else "full",
+        seed=seed,
+        wall_seconds=time.perf_counter() - start,
+        machine=machine_info(),
+        date=now_iso(),
+    )
+    for fig in result.get("figures", []):
+        if not (out_dir / fig["file"]).is_file():
+            raise RuntimeError(f"experiment '{name}' lists figure {fig['file']} but did not write it")
+    write_json(out_dir / "results.json", result)
+    return result

@@ -1,0 +1,1 @@
+"""Metrics: accuracy and confusion matrices, perplexity, BLEU."""

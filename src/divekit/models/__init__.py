@@ -1,0 +1,1 @@
+"""Models, one file each, registered by name (``divekit list`` shows them)."""

@@ -1,0 +1,310 @@
+"""The one training loop every divekit model uses.
+
+    for epoch:
+        for batch in task.train_loader:         # this rank's shard of each global batch
+            loss = task.step(model, batch)       # mean over the batch's items
+            stop if loss is NaN/Inf              # the last good checkpoint stays on disk
+            loss.backward(); clip; optimizer.step()
+        metrics = task.evaluate(model, "val")   # logged as one JSON line
+        save checkpoint (atomic), and best.pt when the monitored metric improves
+
+The learning rate is a pure function of the global step (``divekit.train.schedule``), data order a
+pure function of (seed, epoch), and the random-number state is saved with every checkpoint, so a
+resumed run, even one interrupted mid-epoch by Ctrl-C, reproduces the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from divekit.errors import DivekitError, NonFiniteLossError
+from divekit.train.checkpoint import load_model_state, save_checkpoint
+from divekit.train.config import TrainConfig
+from divekit.train.distributed import DistInfo, all_reduce_sum, barrier
+from divekit.train.schedule import lr_at
+from divekit.train.task import Task, batches_from, to_device
+
+
+class TrainingInterrupted(DivekitError):
+    """Ctrl-C during training: a checkpoint was saved and the run can be resumed."""
+
+    exit_code = 130
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DivekitError(f"unknown device '{name}'; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DivekitError("--device cuda was asked for but no CUDA device is available")
+    return device
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]]
+    seconds: float
+    checkpoint: Path | None
+    best_checkpoint: Path | None
+    best: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    """Train ``model`` on ``task`` with ``config``.
+
+    Args:
+        model_name, model_config: stored in checkpoints so that a checkpoint names its model.
+        run_dir: where ``metrics.jsonl``, ``checkpoint.pt`` and ``best.pt`` go (None: nowhere).
+        dist: this process's place in a ``torchrun`` group (default: a single process).
+        progress: show a tqdm bar with loss and throughput (rank 0 only).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        config: TrainConfig,
+        *,
+        model_name: str,
+        model_config: dict[str, Any],
+        run_dir: Path | None = None,
+        dist: DistInfo | None = None,
+        progress: bool = True,
+        log=print,
+    ) -> None:
+        self.config = config
+        self.task = task
+        self.model_name = model_name
+        self.model_config = model_config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.dist = dist or DistInfo()
+        if self.run_dir is not None and self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress and self.dist.is_main
+        self.log = log if self.dist.is_main else (lambda *a, **k: None)
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.model = model.to(self.device)
+        self.optimizer = make_optimizer(self.model, config)
+        self.train_model = self._wrap(self.model)
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0  # completed epochs
+        self.step_in_epoch = 0  # completed steps of the current epoch (non-zero only after an interrupt)
+        self.global_step = 0
+        self.partial = {"loss_sum": 0.0, "count": 0.0, "correct": 0.0, "seconds": 0.0}
+        self.best_value: float | None = None
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if not self.dist.enabled:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    # ----------------------------------------------------------------------------------- state
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoint.pt" if self.run_dir else None
+
+    @property
+    def best_path(self) -> Path | None:
+        return self.run_dir / "best.pt" if self.run_dir else None
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue training, as plain data."""
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model_name,
+            "model_config": self.model_config,
+            "train_config": self.config.to_dict(),
+            "task": self.task.name,
+            "task_state": self.task.state(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "partial": dict(self.partial),
+            "best_value": self.best_value,
+            "history": self.history,
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "rng": rng,
+        }
+
+    def restore(self, ckpt: dict[str, Any], source: str = "checkpoint") -> None:
+        """Continue from a checkpoint written by :meth:`state` (model name already checked)."""
+        load_model_state(self.model, ckpt["model_state"], source=source)
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        self.epoch = int(ckpt["epoch"])
+        self.step_in_epoch = int(ckpt["step_in_epoch"])
+        self.global_step = int(ckpt["global_step"])
+        self.partial = dict(ckpt["partial"])
+        self.best_value = ckpt.get("best_value")
+        self.history = list(ckpt["history"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+
+    def _save(self, path: Path | None) -> None:
+        if path is not None and self.dist.is_main:
+            save_checkpoint(path, self.state())
+        barrier(self.dist)
+
+    # ----------------------------------------------------------------------------------- loop
+    def autocast(self):
+        if self.config.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def fit(self) -> TrainResult:
+        """Train from the current state to ``config.epochs`` epochs."""
+        if self.global_step == 0:
+            torch.manual_seed(self.config.seed)  # a fresh run's dropout stream depends on the seed alone
+        loader = self.task.train_loader(self.dist)
+        total_steps = self.config.epochs * len(loader)
+        start = time.perf_counter()
+        while self.epoch < self.config.epochs:
+            try:
+                self._train_epoch(loader, total_steps)
+            except KeyboardInterrupt:
+                self._save(self.checkpoint_path)
+                where = f"; checkpoint saved to {self.checkpoint_path}, continue with --resume" if self.checkpoint_path else ""
+                raise TrainingInterrupted(
+                    f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}{where}"
+                ) from None
+            record = self._end_epoch()
+            self.log(self._format(record))
+        best = next((h for h in self.history if h.get(self.task.monitor) == self.best_value), None)
+        return TrainResult(
+            history=self.history,
+            seconds=time.perf_counter() - start,
+            checkpoint=self.checkpoint_path,
+            best_checkpoint=self.best_path if self.best_value is not None else None,
+            best=best,
+        )
+
+    def _train_epoch(self, loader, total_steps: int) -> None:
+        loader.set_epoch(self.epoch)
+        if self.step_in_epoch == 0:
+            self.partial = {"loss_sum": 0.0, "count": 0.0, "correct": 0.0, "seconds": 0.0}
+        self.task.start_epoch(self.model, self.epoch)
+        self.model.train()
+        bar = tqdm(
+            total=len(loader), initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+            unit="batch", leave=False, dynamic_ncols=True,
+            disable=None if self.progress else True,  # None: shown on a terminal only
+        )
+        tick = time.perf_counter()
+        with bar:
+            for batch in batches_from(loader, self.step_in_epoch):
+                lr = lr_at(self.global_step, total_steps, self.config.lr, self.config.schedule, self.config.warmup_steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                out = self._step(to_device(batch, self.device))
+                self.global_step += 1
+                self.step_in_epoch += 1
+                now = time.perf_counter()
+                self.partial["seconds"] += now - tick
+                tick = now
+                if self.progress:
+                    p = self.partial
+                    bar.set_postfix(loss=f"{p['loss_sum'] / max(p['count'], 1):.4f}",
+                                    rate=f"{p['count'] / max(p['seconds'], 1e-9):,.0f}/s", refresh=False)
+                    bar.update(1)
+        self.step_in_epoch = 0
+
+    def _step(self, batch: Any):
+        with self.autocast():
+            out = self.task.step(self.train_model, batch)
+        value = out.loss.item()
+        if not math.isfinite(value):
+            kept = (
+                f"the last good checkpoint is {self.checkpoint_path}"
+                if self.checkpoint_path and self.checkpoint_path.exists()
+                else "no checkpoint had been written yet"
+            )
+            raise NonFiniteLossError(
+                f"loss became {value} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; training stopped "
+                f"and {kept}; try a lower --lr or set --grad-clip"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.partial["loss_sum"] += value * out.count
+        self.partial["count"] += out.count
+        if out.correct is not None:
+            self.partial["correct"] += float(out.correct)
+        return out
+
+    def _end_epoch(self) -> dict[str, Any]:
+        p = self.partial
+        loss_sum, count, correct = all_reduce_sum([p["loss_sum"], p["count"], p["correct"]], self.dist, self.device)
+        record: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / max(count, 1),
+            "train_seconds": p["seconds"],
+            "train_items_per_s": count / max(p["seconds"], 1e-9),
+        }
+        if correct:
+            record["train_accuracy"] = correct / max(count, 1)
+        eval_start = time.perf_counter()
+        with self.autocast():
+            record.update({f"val_{k}": v for k, v in self.task.evaluate(self.model, "val").items()})
+        record["eval_seconds"] = time.perf_counter() - eval_start
+        self.history.append(record)
+        self.epoch += 1
+        improved = self._improved(record.get(self.task.monitor))
+        if self.dist.is_main and self.run_dir is not None:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        self._save(self.checkpoint_path)
+        if improved:
+            self._save(self.best_path)
+        return record
+
+    def _improved(self, value: float | None) -> bool:
+        if value is None or not math.isfinite(value):
+            return False
+        better = self.best_value is None or (
+            value > self.best_value if self.task.monitor_mode == "max" else value < self.best_value
+        )
+        if better:
+            self.best_value = value
+        return better
+
+    @staticmethod
+    def _format(record: dict[str, Any]) -> str:
+        parts = [f"epoch {record['epoch']}"]
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, float) and not key.endswith("seconds"):
+                parts.append(f"{key} {value:.4g}")
+        parts.append(f"({record['train_seconds']:.1f}s)")
+        return "  ".join(parts)

@@ -1,0 +1,30 @@
+"""Shared test set-up: find the datasets, keep runs out of the working tree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# The suite reads real data from DIVEKIT_DATA; default to the checkout's sibling shared/data.
+if "DIVEKIT_DATA" not in os.environ and SHARED_DATA.is_dir():
+    os.environ["DIVEKIT_DATA"] = str(SHARED_DATA)
+
+
+def have_fashion_mnist() -> bool:
+    root = os.environ.get("DIVEKIT_DATA")
+    return bool(root) and (Path(root) / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file()
+
+
+needs_fashion_mnist = pytest.mark.skipif(not have_fashion_mnist(), reason="Fashion-MNIST not found under DIVEKIT_DATA")
+
+
+@pytest.fixture(autouse=True)
+def _runs_in_tmp(tmp_path, monkeypatch):
+    """Runs and caches go to a temporary directory, never into the checkout or the home directory."""
+    monkeypatch.setenv("DIVEKIT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
