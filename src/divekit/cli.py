@@ -56,14 +56,15 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-steps", type=int)
     g.add_argument("--grad-clip", type=_positive_float)
     g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--precision", choices=["fp32", "bf16"])
+    g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast on CPU or GPU")
+    g.add_argument("--channels-last", action="store_const", const=True, help="NHWC layout for image models")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
     g.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
 
 
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "warmup_steps",
-              "grad_clip", "label_smoothing", "precision", "seed", "device", "threads")
+              "grad_clip", "label_smoothing", "precision", "channels_last", "seed", "device", "threads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="check or download the datasets")
     p.add_argument("action", choices=["verify", "fetch"])
     p.add_argument("name", nargs="?", help="fashion-mnist, timemachine or fra-eng (default: all)")
+
+    for module in _command_modules():
+        module.register(sub)
     return parser
+
+
+def _command_modules():
+    """The modules of ``divekit.commands``, each adding one subcommand."""
+    import importlib
+    import pkgutil
+
+    import divekit.commands
+
+    return [importlib.import_module(f"divekit.commands.{m.name}") for m in pkgutil.iter_modules(divekit.commands.__path__)]
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -260,8 +274,9 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler = getattr(args, "handler", None) or COMMANDS[args.command]
     try:
-        return COMMANDS[args.command](args)
+        return handler(args)
     except DivekitError as e:
         print(f"divekit: error: {e}", file=sys.stderr)
         return e.exit_code

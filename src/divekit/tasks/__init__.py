@@ -1,11 +1,15 @@
 """Tasks tie a registered model to its data, loss and evaluation (see ``divekit.train.task.Task``).
 
-A model's registry entry names its task; :func:`make_task` builds it from the model config, the
-training config and the command line's data options.
+A model's registry entry names its task; each task module registers a factory with
+:func:`register_task`, and :func:`make_task` builds the task from the model config, the training
+config and the command line's data options.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Callable
 from typing import Any
 
 from divekit.errors import UnknownNameError
@@ -13,18 +17,30 @@ from divekit.registry import suggest
 from divekit.train.config import TrainConfig
 from divekit.train.task import Task
 
+TaskFactory = Callable[..., Task]
+TASKS: dict[str, TaskFactory] = {}
+
+
+def register_task(name: str):
+    """Decorator for ``factory(model_config, train_config, *, limit) -> Task``."""
+
+    def wrap(factory: TaskFactory) -> TaskFactory:
+        if name in TASKS:
+            raise RuntimeError(f"task '{name}' is registered twice")
+        TASKS[name] = factory
+        return factory
+
+    return wrap
+
+
+def _load_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
 
 def make_task(name: str, model_config: Any, train_config: TrainConfig, *, limit: int | None = None) -> Task:
     """Build the task ``name`` for a model with ``model_config``; ``limit`` caps the training examples."""
-    if name == "fashion-mnist":
-        from divekit.tasks.image_classification import ImageClassification
-
-        resolution = getattr(model_config, "resolution", 28)
-        return ImageClassification(
-            batch_size=train_config.batch_size,
-            seed=train_config.seed,
-            resolution=resolution,
-            limit=limit,
-            label_smoothing=train_config.label_smoothing,
-        )
-    raise UnknownNameError(f"unknown task '{name}'{suggest(name, ['fashion-mnist'])}")
+    _load_all()
+    if name not in TASKS:
+        raise UnknownNameError(f"unknown task '{name}'{suggest(name, TASKS)}")
+    return TASKS[name](model_config, train_config, limit=limit)

@@ -17,6 +17,8 @@ from torch import nn
 from divekit.data.fashion_mnist import FashionMNIST, normalize, to_float
 from divekit.data.loader import TensorLoader
 from divekit.train.distributed import DistInfo
+from divekit.tasks import register_task
+from divekit.train.config import TrainConfig
 from divekit.train.task import StepOutput
 
 
@@ -106,3 +108,14 @@ class ImageClassification:
 
     def example_input(self, batch_size: int = 2) -> torch.Tensor:
         return torch.zeros(batch_size, 1, self.resolution, self.resolution)
+
+
+@register_task("fashion-mnist")
+def make(model_config: Any, train_config: TrainConfig, *, limit: int | None = None) -> ImageClassification:
+    return ImageClassification(
+        batch_size=train_config.batch_size,
+        seed=train_config.seed,
+        resolution=getattr(model_config, "resolution", 28),
+        limit=limit,
+        label_smoothing=train_config.label_smoothing,
+    )

@@ -28,6 +28,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"
     label_smoothing: float = 0.0
+    channels_last: bool = False  # NHWC memory layout for image models: faster convolutions on CPU
     # Where and how fast: these do not change the result on one device.
     device: str = "auto"
     threads: int | None = None

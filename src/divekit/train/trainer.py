@@ -110,6 +110,8 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.model = model.to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, config)
         self.train_model = self._wrap(self.model)
         self.history: list[dict[str, Any]] = []
@@ -225,7 +227,7 @@ class Trainer:
                 lr = lr_at(self.global_step, total_steps, self.config.lr, self.config.schedule, self.config.warmup_steps)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                out = self._step(to_device(batch, self.device))
+                out = self._step(self._place(batch))
                 self.global_step += 1
                 self.step_in_epoch += 1
                 now = time.perf_counter()
@@ -237,6 +239,16 @@ class Trainer:
                                     rate=f"{p['count'] / max(p['seconds'], 1e-9):,.0f}/s", refresh=False)
                     bar.update(1)
         self.step_in_epoch = 0
+
+    def _place(self, batch: Any) -> Any:
+        """Move a batch to the device (image batches in channels-last layout when asked for)."""
+        batch = to_device(batch, self.device)
+        if self.config.channels_last and isinstance(batch, (tuple, list)):
+            batch = type(batch)(
+                b.contiguous(memory_format=torch.channels_last) if isinstance(b, torch.Tensor) and b.dim() == 4 else b
+                for b in batch
+            )
+        return batch
 
     def _step(self, batch: Any):
         with self.autocast():
