@@ -84,3 +84,41 @@ def test_train_evaluate_and_resume_round_trip(tmp_path):
     assert r.returncode == 0 and "accuracy" in r.stdout
     assert_user_error(divekit("train", "softmax-regression", "--resume", str(out / "checkpoint.pt"), "--lr", "1"),
                       2, "keeps its recipe")
+
+
+@needs_fashion_mnist
+def test_nan_loss_is_a_clear_error():
+    r = divekit("train", "mlp", "--lr", "1e12", "--epochs", "2", "--limit", "1000", "--no-progress")
+    assert_user_error(r, 5, "loss became nan", "--grad-clip")
+
+
+def test_data_verify_reports_every_file():
+    r = divekit("data", "verify")
+    if r.returncode == 0:
+        assert r.stdout.count("ok") == 6
+    else:
+        assert_user_error(r, 2, "missing or corrupt")
+
+
+@needs_fashion_mnist
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "divekit", "train", "mlp", "--epochs", "500", "--limit", "3000", "--no-progress",
+            "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at epoch" in err and "--resume" in err and "Traceback" not in err
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] >= 1
+    r = divekit("train", "mlp", "--resume", str(out / "checkpoint.pt"), "--epochs", str(ckpt["epoch"] + 1),
+                "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == ckpt["epoch"] + 1
