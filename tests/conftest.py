@@ -15,6 +15,13 @@ if "DIVEKIT_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["DIVEKIT_DATA"] = str(SHARED_DATA)
 
 
+def data_dir_with(relpath: str) -> Path | None:
+    """The data directory (DIVEKIT_DATA, else the checkout's sibling shared/data) holding ``relpath``, or None."""
+    env = os.environ.get("DIVEKIT_DATA")
+    candidates = ([Path(env)] if env else []) + [SHARED_DATA]
+    return next((p for p in candidates if (p / relpath).exists()), None)
+
+
 def have_fashion_mnist() -> bool:
     root = os.environ.get("DIVEKIT_DATA")
     return bool(root) and (Path(root) / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file()

@@ -15,16 +15,12 @@ from divekit.data import store
 from divekit.data.store import DataFile
 from divekit.errors import ChecksumError, DataError, UnknownNameError
 
+from conftest import data_dir_with
+
 PLAIN = b"It was a bright cold day in April.\n" * 50
 PACKED = bytes(range(256)) * 40  # the decompressed payload of the toy gzip entry
 
 
-def shared_data_dir() -> Path | None:
-    """The pre-populated data directory, from DIVEKIT_DATA or beside the repository; None if absent."""
-    env = os.environ.get("DIVEKIT_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).parents[2] / "shared" / "data")
-    return next((p for p in candidates if (p / "fashion-mnist").is_dir()), None)
 
 
 def _toy_files() -> tuple[DataFile, DataFile]:
@@ -293,7 +289,7 @@ def test_registry_groups() -> None:
 
 @pytest.fixture
 def shared_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    root = shared_data_dir()
+    root = data_dir_with("fashion-mnist")
     if root is None:
         pytest.skip("shared data directory not present (set DIVEKIT_DATA to a directory holding the files)")
     monkeypatch.setenv("DIVEKIT_DATA", str(root))

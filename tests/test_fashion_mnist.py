@@ -16,18 +16,14 @@ from divekit.data import store
 from divekit.data.idx import write_idx
 from divekit.errors import DataError, ShapeError
 
+from conftest import data_dir_with
 
-def shared_data_dir() -> Path | None:
-    """The pre-populated data directory, from DIVEKIT_DATA or beside the repository; None if absent."""
-    env = os.environ.get("DIVEKIT_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).parents[2] / "shared" / "data")
-    return next((p for p in candidates if (p / "fashion-mnist").is_dir()), None)
+
 
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    root = shared_data_dir()
+    root = data_dir_with("fashion-mnist")
     if root is None:
         pytest.skip("shared data directory not present (set DIVEKIT_DATA to a directory holding the files)")
     with pytest.MonkeyPatch.context() as mp:
@@ -70,7 +66,7 @@ def test_real_classes_are_balanced(real: dict) -> None:
 
 
 def test_real_test_split_matches_a_direct_numpy_decode(real: dict) -> None:
-    root = shared_data_dir()
+    root = data_dir_with("fashion-mnist")
     assert root is not None
     raw = gzip.decompress((root / "fashion-mnist/t10k-images-idx3-ubyte.gz").read_bytes())
     expected = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(10_000, 28, 28)

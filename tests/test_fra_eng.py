@@ -33,23 +33,20 @@ from divekit.data.fra_eng import (
 from divekit.data.vocab import Vocab
 from divekit.errors import DataError
 
+from conftest import data_dir_with
+
 SETTINGS = settings(max_examples=30, deadline=None)
 
 
 # --- real data ---------------------------------------------------------------------------------
 
 
-def _data_dir() -> Path | None:
-    env = os.environ.get("DIVEKIT_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).parents[2] / "shared" / "data")
-    return next((p for p in candidates if (p / "fra-eng.zip").is_file()), None)
 
 
 @pytest.fixture(scope="module")
 def real_pairs() -> Iterator[list[Pair]]:
     """All pairs through the store, parsed once per module, never downloaded."""
-    data_dir = _data_dir()
+    data_dir = data_dir_with("fra-eng.zip")
     if data_dir is None:
         pytest.skip("fra-eng.zip not found in $DIVEKIT_DATA or ../shared/data")
 

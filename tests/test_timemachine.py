@@ -29,23 +29,20 @@ from divekit.data.timemachine import (
 )
 from divekit.errors import DataError, ShapeError, UnknownNameError
 
+from conftest import data_dir_with
+
 SETTINGS = settings(max_examples=30, deadline=None)
 
 
 # --- real data ---------------------------------------------------------------------------------
 
 
-def _data_dir() -> Path | None:
-    env = os.environ.get("DIVEKIT_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).parents[2] / "shared" / "data")
-    return next((p for p in candidates if (p / "timemachine.txt").is_file()), None)
 
 
 @pytest.fixture(scope="module")
 def real_text() -> Iterator[str]:
     """The cleaned book through the store, from DIVEKIT_DATA or ../shared/data, never downloaded."""
-    data_dir = _data_dir()
+    data_dir = data_dir_with("timemachine.txt")
     if data_dir is None:
         pytest.skip("timemachine.txt not found in $DIVEKIT_DATA or ../shared/data")
 
