@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,22 @@ from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo, all_reduce_sum, barrier
 from divekit.train.schedule import lr_at
 from divekit.train.task import Task, batches_from, to_device
+
+
+@contextlib.contextmanager
+def _deferred_sigint():
+    """Hold Ctrl-C until the block ends, then raise it: a checkpoint is never half-bookkept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 class TrainingInterrupted(DivekitError):
@@ -193,13 +211,14 @@ class Trainer:
         while self.epoch < self.config.epochs:
             try:
                 self._train_epoch(loader, total_steps)
+                with _deferred_sigint():  # evaluation and checkpointing finish before Ctrl-C takes effect
+                    record = self._end_epoch()
             except KeyboardInterrupt:
                 self._save(self.checkpoint_path)
                 where = f"; checkpoint saved to {self.checkpoint_path}, continue with --resume" if self.checkpoint_path else ""
                 raise TrainingInterrupted(
                     f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}{where}"
                 ) from None
-            record = self._end_epoch()
             self.log(self._format(record))
         best = next((h for h in self.history if h.get(self.task.monitor) == self.best_value), None)
         return TrainResult(

@@ -1,0 +1,134 @@
+"""Training throughput of every CNN against this machine's matrix-product ceiling, fp32 and bf16.
+
+For each model at native 28x28 resolution, one training step (forward, cross-entropy, backward,
+SGD with momentum) on a synthetic batch is timed: the best of ``repeats`` steps after two warm-up
+steps, channels-last layout as in the models' recipes. Best-of-N for both the steps and the matrix
+product, because on a shared machine other processes only ever make a measurement slower; the
+ceiling is measured before and after the models and the higher rate kept. Achieved GFLOP/s is ``3 x forward FLOPs per
+image x images per second`` (:mod:`divekit.flops`), compared with the best rate of a dense 2048 x 2048
+matrix product in the same precision, measured in the same run. bf16 runs under CPU autocast (or
+CUDA autocast where a GPU is present); its speed-up is the fp32 step time over the bf16 one.
+
+The second part trains the LeNets built from divekit's from-scratch layers (im2col convolution,
+window pooling, batch norm) against the same networks from ``torch.nn``: the ratio is scratch step
+time over built-in step time.
+
+    python benchmarks/cnn_throughput.py [--repeats N] [--models resnet,densenet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from divekit.flops import TRAINING_FACTOR, count_flops, matmul_gflops
+from divekit.registry import create_model
+
+# (model, options, batch size): each model's recipe batch size.
+MODELS: list[tuple[str, dict[str, Any], int]] = [
+    ("lenet", {"modern": True}, 128), ("bn-lenet", {}, 128), ("alexnet", {}, 128), ("vgg", {}, 128),
+    ("nin", {}, 128), ("googlenet", {}, 128), ("resnet", {}, 256), ("densenet", {}, 256),
+]
+SCRATCH_PAIRS: list[tuple[str, dict[str, Any]]] = [("lenet", {"modern": True}), ("bn-lenet", {})]
+RESNET_TARGET = 0.5  # ResNet training should reach at least half of the fp32 matmul rate
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def step_seconds(model: nn.Module, batch: int, *, precision: str = "fp32", channels_last: bool = True,
+                 repeats: int = 5) -> float:
+    """Best seconds of one SGD training step on a synthetic ``(batch, 1, 28, 28)`` batch."""
+    device = _device()
+    model = model.to(device).train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, 28, 28, generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def model_rates(name: str, options: dict[str, Any], batch: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    flops = count_flops(create_model(name, **options), torch.zeros(1, 1, 28, 28)).total
+    out: dict[str, Any] = {"options": options, "batch": batch, "forward_mflops": round(flops / 1e6, 2)}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        seconds = step_seconds(create_model(name, **options), batch, precision=precision, repeats=repeats)
+        gflops = TRAINING_FACTOR * flops * batch / seconds / 1e9
+        out[precision] = {"step_ms": round(seconds * 1e3, 1), "images_per_s": round(batch / seconds),
+                          "gflops": round(gflops, 1)}
+    out["bf16_speedup"] = round(out["fp32"]["step_ms"] / out["bf16"]["step_ms"], 2)
+    return out
+
+
+def scratch_ratio(name: str, options: dict[str, Any], repeats: int) -> dict:
+    """Scratch-layer network against the torch.nn one, same weights, batch 128, fp32, default layout."""
+    torch.manual_seed(0)
+    reference = create_model(name, **options)
+    scratch = create_model(name, **options, scratch=True)
+    scratch.load_state_dict(reference.state_dict())
+    torch_s = step_seconds(reference, 128, channels_last=False, repeats=repeats)
+    scratch_s = step_seconds(scratch, 128, channels_last=False, repeats=repeats)
+    return {"options": options, "torch_step_ms": round(torch_s * 1e3, 2), "scratch_step_ms": round(scratch_s * 1e3, 2),
+            "ratio": round(scratch_s / torch_s, 2)}
+
+
+def run(repeats: int = 5, models: list[str] | None = None) -> dict:
+    """Ceilings, per-model rates in both precisions, the ResNet target, and scratch-vs-torch LeNets."""
+    ceilings = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    rates = {name: model_rates(name, options, batch, repeats)
+             for name, options, batch in MODELS if models is None or name in models}
+    ceilings = {"fp32": max(ceilings["fp32"], matmul_gflops(torch.float32)),
+                "bf16": max(ceilings["bf16"], matmul_gflops(torch.bfloat16))}
+    for rate in rates.values():
+        for precision in ("fp32", "bf16"):
+            rate[precision]["of_ceiling"] = round(rate[precision]["gflops"] / ceilings[precision], 3)
+    result: dict[str, Any] = {
+        "device": str(_device()),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "matmul_gflops": {k: round(v, 1) for k, v in ceilings.items()},
+        "models": rates,
+    }
+    if "resnet" in rates:
+        share = rates["resnet"]["fp32"]["of_ceiling"]
+        result["resnet_target"] = {"of_fp32_ceiling": share, "target": RESNET_TARGET,
+                                   "meets_target": share >= RESNET_TARGET}
+    result["scratch_vs_torch"] = {name: scratch_ratio(name, options, repeats) for name, options in SCRATCH_PAIRS}
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", help="comma-separated subset of " + ",".join(m[0] for m in MODELS))
+    args = parser.parse_args()
+    print(json.dumps(run(args.repeats, args.models.split(",") if args.models else None), indent=2))

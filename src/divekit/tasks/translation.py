@@ -1,0 +1,319 @@
+"""English-to-French translation (task ``fra-eng``): batches, masked loss, validation loss and BLEU.
+
+Data: the 167,130 Tatoeba pairs split by English source into 157,130 / 5,000 / 5,000
+(:mod:`divekit.data.fra_eng`). The vocabularies always come from the *whole* training split, cut to
+the model config's ``src_vocab_size`` / ``tgt_vocab_size`` most frequent entries, so a model's
+shape never depends on ``--limit``; ``--limit N`` trains on N pairs drawn at random (the file is
+sorted by length, a prefix would hold only the shortest sentences).
+
+One training batch (B pairs, S and T the longest source and target in the batch)::
+
+    src (B, S), src_valid_len (B,), tgt (B, T), tgt_valid_len (B,)
+    dec_input = <bos> tgt[:, :-1]                        teacher forcing
+    loss      = mean over the N real target tokens of -log p(tgt | dec_input, src)
+
+Batches are drawn with length bucketing: each epoch's permutation is cut into pools of 50
+batches, each pool sorted by length and cut into batches, and the batches shuffled. Every batch is
+then trimmed to its own longest sentence, so the GRUs and the softmax run over few pads. Bucketing
+changes which pairs share a batch, never what a pair contributes: the encoder state ignores pads,
+the decoder is causal and the loss covers real tokens only.
+
+Evaluation reports the masked loss and corpus BLEU (equal to sacreBLEU's, 13a tokens) of greedy
+translations against the lower-cased, punctuation-spaced references. An ``<unk>`` in a
+translation is scored as one wrong word (rendered ``UNK``, which no lower-cased reference holds).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from divekit.data.fra_eng import BOS, EOS, PAD, RESERVED, Pair, build_array, load_pairs, shift_right, split_pairs
+from divekit.data.vocab import UNK, Vocab
+from divekit.decode.beam import decode_batch
+from divekit.errors import CheckpointError, DivekitError
+from divekit.metrics.bleu import BleuScore, corpus_bleu
+from divekit.nn.masked_loss import at_least_float32, masked_cross_entropy, select_real
+from divekit.tasks import register_task
+from divekit.train.checkpoint import load_checkpoint, load_model_state
+from divekit.train.config import TrainConfig
+from divekit.train.distributed import DistInfo
+from divekit.train.task import StepOutput
+
+Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # src (B, S), src_valid_len (B,), tgt (B, T), tgt_valid_len (B,)
+POOL_BATCHES = 50  # batches per sorting pool: long enough to group lengths, short enough to stay random
+SPLIT_SEED = 0  # the data split is fixed, so every run is scored on the same 5,000 test pairs
+SPECIALS = (UNK, PAD, BOS)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def real_splits(seed: int = SPLIT_SEED) -> tuple[list[Pair], list[Pair], list[Pair]]:
+    """The real ``(train, val, test)`` pairs, parsed once per process (about 3 s)."""
+    return split_pairs(load_pairs(), seed=seed)
+
+
+def make_vocab(token_lists: Sequence[Sequence[str]], size: int, *, side: str) -> Vocab:
+    """The training vocabulary (``min_freq=2``) cut to its ``size`` most frequent entries."""
+    full = Vocab(token_lists, min_freq=2, reserved=RESERVED)
+    if size > len(full):
+        raise DivekitError(f"{side} vocabulary size {size} exceeds the {len(full)} tokens seen at least twice "
+                           f"in the training split; use a size of at most {len(full)}")
+    state = full.to_state()
+    return Vocab.from_state({**state, "idx_to_token": state["idx_to_token"][:size]})
+
+
+def subsample(pairs: list[Pair], limit: int | None, seed: int) -> list[Pair]:
+    """``limit`` pairs drawn at random from ``seed``, in their original order (all of them if None)."""
+    if limit is None or limit >= len(pairs):
+        return pairs
+    keep = sorted(random.Random(seed).sample(range(len(pairs)), limit))
+    return [pairs[i] for i in keep]
+
+
+def to_arrays(pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab, num_steps: int) -> Batch:
+    src, src_len = build_array([s for s, _ in pairs], src_vocab, num_steps)
+    tgt, tgt_len = build_array([t for _, t in pairs], tgt_vocab, num_steps)
+    return src, src_len, tgt, tgt_len
+
+
+def trim(batch: Batch) -> Batch:
+    """Cut the padding columns that no row of the batch uses."""
+    src, src_len, tgt, tgt_len = batch
+    return src[:, : int(src_len.max())], src_len, tgt[:, : int(tgt_len.max())], tgt_len
+
+
+class BucketLoader:
+    """Length-bucketed, trimmed minibatches of ``(src, src_valid_len, tgt, tgt_valid_len)``.
+
+    The batch order is a pure function of ``(seed, epoch)``, so a resumed run sees the same batches.
+    Under data parallelism each rank takes its contiguous share of every global batch.
+    """
+
+    def __init__(self, arrays: Batch, *, batch_size: int, seed: int = 0, bucket: bool = True,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.arrays, self.batch_size, self.seed, self.bucket = arrays, batch_size, seed, bucket
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.arrays[0].shape[0] // self.batch_size)
+
+    def batch_indices(self) -> list[Tensor]:
+        """This epoch's batches as index tensors."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.arrays[0].shape[0], generator=g)
+        if self.bucket:
+            length = self.arrays[3] * 1000 + self.arrays[1]  # by target length, then source length
+            pool = POOL_BATCHES * self.batch_size
+            order = torch.cat([chunk[torch.argsort(length[chunk], stable=True)] for chunk in order.split(pool)])
+        batches = list(order.split(self.batch_size))
+        if self.bucket:  # sorted pools would otherwise run from short to long sentences
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        return batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[Batch]:
+        for idx in self.batch_indices()[start:]:
+            if self.world_size > 1:
+                idx = idx.tensor_split(self.world_size)[self.rank]
+            yield trim(tuple(t[idx] for t in self.arrays))
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def render(tokens: Sequence[int], vocab: Vocab, *, unk: str = UNK) -> str:
+    """Indices -> text; special tokens other than ``<eos>`` are shown as ``unk``."""
+    words = vocab.to_tokens(list(tokens))
+    return " ".join(unk if w in SPECIALS else w for w in words)
+
+
+@dataclass(frozen=True)
+class Translator:
+    """A trained model with its vocabularies: sentences in, sentences out (used by the commands)."""
+
+    model: nn.Module
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    num_steps: int
+
+    def encode(self, token_lists: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
+        return build_array(token_lists, self.src_vocab, self.num_steps)
+
+    @torch.no_grad()
+    def translate_ids(self, src: Tensor, src_len: Tensor, *, beam_size: int = 1, alpha: float = 0.0,
+                      batch_size: int = 500) -> list[tuple[int, ...]]:
+        """Token indices of the best translation of each row; sources sorted by length for speed."""
+        was_training = self.model.training
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        order = torch.argsort(src_len, stable=True)
+        out: list[tuple[int, ...]] = [()] * len(order)
+        for chunk in order.split(batch_size):
+            s, sl = src[chunk], src_len[chunk]
+            s = s[:, : int(sl.max())].to(device)
+            hyps = decode_batch(self.model, s, sl.to(device), bos=self.tgt_vocab[BOS], eos=self.tgt_vocab[EOS],
+                                max_len=self.num_steps, beam_size=beam_size, alpha=alpha)
+            for i, h in zip(chunk.tolist(), hyps):
+                out[i] = h.tokens
+        self.model.train(was_training)
+        return out
+
+    def translate(self, token_lists: Sequence[Sequence[str]], *, beam_size: int = 1, alpha: float = 0.0,
+                  unk: str = UNK) -> list[str]:
+        src, src_len = self.encode(token_lists)
+        ids = self.translate_ids(src, src_len, beam_size=beam_size, alpha=alpha)
+        return [render(t, self.tgt_vocab, unk=unk) for t in ids]
+
+    def bleu(self, pairs: Sequence[Pair], *, beam_size: int = 1, alpha: float = 0.0) -> tuple[BleuScore, list[str]]:
+        """Corpus BLEU of translations of ``pairs`` against their references; and the translations."""
+        hyps = self.translate([s for s, _ in pairs], beam_size=beam_size, alpha=alpha, unk="UNK")
+        return corpus_bleu(hyps, [" ".join(t) for _, t in pairs]), hyps
+
+
+def load_translator(path: str | os.PathLike) -> tuple[Translator, dict[str, Any]]:
+    """The model of a ``fra-eng`` checkpoint (eval mode) with the vocabularies stored beside it.
+
+    Reads no dataset: the vocabularies travel in the checkpoint, as plain data.
+    """
+    from divekit.registry import get_model
+    from divekit.train.pipeline import model_config_from_dict
+
+    ckpt = load_checkpoint(path)
+    if ckpt.get("task") != "fra-eng":
+        raise CheckpointError(f"'{path}' is a checkpoint of task '{ckpt.get('task')}', not a fra-eng translation model")
+    spec = get_model(ckpt["model"])
+    model = spec.build(model_config_from_dict(spec, ckpt["model_config"]))
+    load_model_state(model, ckpt["model_state"], source=str(path))
+    model.eval()
+    state = ckpt["task_state"]
+    translator = Translator(model, Vocab.from_state(state["src_vocab"]), Vocab.from_state(state["tgt_vocab"]),
+                            int(state["num_steps"]))
+    return translator, ckpt
+
+
+# --- the task -----------------------------------------------------------------------------------
+
+
+class Translation:
+    """Masked cross-entropy training and loss/BLEU evaluation for an encoder-decoder.
+
+    Args:
+        splits: ``(train, val, test)`` token pairs (default: the real Tatoeba split of ``seed``).
+        src_vocab_size, tgt_vocab_size: entries kept of the training vocabularies.
+        num_steps: tokens per sentence, ``<eos>`` included; longer sentences are truncated.
+        limit: train on this many pairs drawn at random (None: all).
+        real_only_softmax: compute logits at real target positions only (False: the book's way,
+            logits everywhere, then a masked loss; the same numbers, more arithmetic).
+        bucket: length-bucketed batches (False: uniformly shuffled, as the book).
+    """
+
+    name = "fra-eng"
+    monitor = "val_bleu"
+    monitor_mode = "max"
+
+    def __init__(self, *, src_vocab_size: int, tgt_vocab_size: int, num_steps: int, batch_size: int,
+                 seed: int = 0, limit: int | None = None, label_smoothing: float = 0.0,
+                 splits: tuple[list[Pair], list[Pair], list[Pair]] | None = None,
+                 real_only_softmax: bool = True, bucket: bool = True, eval_batch_size: int = 500) -> None:
+        train, val, test = splits if splits is not None else real_splits(SPLIT_SEED)
+        self.src_vocab = make_vocab([s for s, _ in train], src_vocab_size, side="source")
+        self.tgt_vocab = make_vocab([t for _, t in train], tgt_vocab_size, side="target")
+        self.num_steps, self.batch_size, self.seed, self.limit = num_steps, batch_size, seed, limit
+        self.label_smoothing, self.real_only_softmax, self.bucket = label_smoothing, real_only_softmax, bucket
+        self.eval_batch_size = eval_batch_size
+        self.pairs = {"train": subsample(train, limit, seed), "val": val, "test": test}
+        self.arrays = {k: to_arrays(v, self.src_vocab, self.tgt_vocab, num_steps) for k, v in self.pairs.items()}
+        self.bos = self.tgt_vocab[BOS]
+
+    def train_loader(self, dist: DistInfo) -> BucketLoader:
+        return BucketLoader(self.arrays["train"], batch_size=self.batch_size, seed=self.seed, bucket=self.bucket,
+                            rank=dist.rank, world_size=dist.world_size)
+
+    def start_epoch(self, model: nn.Module, epoch: int) -> None:
+        pass
+
+    def step(self, model: nn.Module, batch: Batch) -> StepOutput:
+        src, src_len, tgt, tgt_len = batch
+        dec_input = shift_right(tgt, self.bos)
+        labels = select_real(tgt, tgt_len)  # (N,)
+        if self.real_only_softmax:
+            logits = model(src, src_len, dec_input, tgt_len)  # (N, V)
+            loss = F.cross_entropy(at_least_float32(logits), labels, label_smoothing=self.label_smoothing)
+        else:
+            full = model(src, src_len, dec_input)  # (B, T, V), padded positions included
+            loss = masked_cross_entropy(full, tgt, tgt_len, label_smoothing=self.label_smoothing)
+            logits = select_real(full, tgt_len)
+        correct = (logits.argmax(-1) == labels).sum().item()
+        return StepOutput(loss=loss, count=labels.numel(), correct=correct)
+
+    @torch.no_grad()
+    def loss(self, model: nn.Module, split: str) -> float:
+        """Mean cross-entropy per real target token over a split (teacher forcing, eval mode)."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        loader = BucketLoader(self.arrays[split], batch_size=self.eval_batch_size, bucket=True)
+        for batch in loader:
+            src, src_len, tgt, tgt_len = (t.to(device) for t in batch)
+            logits = model(src, src_len, shift_right(tgt, self.bos), tgt_len)  # (N, V)
+            labels = select_real(tgt, tgt_len)
+            total += F.cross_entropy(at_least_float32(logits), labels, reduction="sum").item()
+            count += labels.numel()
+        model.train(was_training)
+        return total / count
+
+    def translator(self, model: nn.Module) -> Translator:
+        return Translator(model, self.src_vocab, self.tgt_vocab, self.num_steps)
+
+    def bleu(self, model: nn.Module, split: str, *, beam_size: int = 1, alpha: float = 0.0,
+             limit: int | None = None) -> tuple[BleuScore, list[str]]:
+        """Corpus BLEU of the split's first ``limit`` pairs (all if None) and the translations."""
+        pairs = self.pairs[split][:limit]
+        return self.translator(model).bleu(pairs, beam_size=beam_size, alpha=alpha)
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        score, _ = self.bleu(model, split)
+        return {"loss": self.loss(model, split), "bleu": score.score}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "src_vocab": self.src_vocab.to_state(),
+            "tgt_vocab": self.tgt_vocab.to_state(),
+            "num_steps": self.num_steps,
+            "split_seed": SPLIT_SEED,
+            "seed": self.seed,
+            "limit": self.limit,
+        }
+
+    def example_input(self, batch_size: int = 2) -> Tensor:
+        return self.arrays["val"][0][:batch_size]
+
+
+@register_task("fra-eng")
+def make(model_config: Any, train_config: TrainConfig, *, limit: int | None = None) -> Translation:
+    return Translation(
+        src_vocab_size=model_config.src_vocab_size,
+        tgt_vocab_size=model_config.tgt_vocab_size,
+        num_steps=model_config.num_steps,
+        batch_size=train_config.batch_size,
+        seed=train_config.seed,
+        limit=limit,
+        label_smoothing=train_config.label_smoothing,
+    )
