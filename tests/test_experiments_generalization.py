@@ -12,7 +12,7 @@ from divekit.data.synthetic import POLY_COEFFICIENTS, linear_data, polynomial_da
 from divekit.errors import DivekitError, ShapeError
 from divekit.experiments import gradient_flow, polynomial_fit, weight_decay
 from divekit.experiments.base import run_experiment
-from divekit.experiments.cpu_settings import single_thread
+from divekit.cpu import single_thread
 from divekit.experiments.deep_mlp import DeepMLP, DeepMLPConfig
 from divekit.experiments.dropout import DropoutMLP, DropoutMLPConfig
 from divekit.experiments.fashion_mnist_study import train_study_model

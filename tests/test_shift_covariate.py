@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from divekit.errors import ShapeError
 from divekit.registry import create_model
-from divekit.shift import format_ci, mean_ci, one_thread, t_quantile_975
+from divekit.cpu import single_thread
+from divekit.shift import format_ci, mean_ci, t_quantile_975
 from divekit.shift.covariate import (
     GaussianShift, LogisticRegression, WeightedImageTask, clip_and_normalize, effective_sample_size,
     fit_domain_classifier, importance_weights, weight_agreement,
@@ -237,8 +238,8 @@ def test_mean_ci_hand_computed():
     assert format_ci([0.5, 0.5], percent=True) == "50.0% ± 0.0"
 
 
-def test_one_thread_restores_the_thread_count():
+def test_single_thread_restores_the_thread_count():
     before = torch.get_num_threads()
-    with one_thread():
+    with single_thread():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before

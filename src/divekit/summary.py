@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from divekit.flops import count_flops
+
 
 @dataclass
 class LayerRow:
@@ -53,4 +55,5 @@ def format_summary(rows: list[LayerRow], model: nn.Module, example: torch.Tensor
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lines.append(f"total parameters {total:,} (trainable {trainable:,})")
+    lines.append(f"forward FLOPs per image {count_flops(model, example[:1]).total:,}")
     return "\n".join(lines)

@@ -21,7 +21,8 @@ import torch  # noqa: E402
 
 from divekit.experiments.base import ExperimentContext  # noqa: E402
 from divekit.registry import register_experiment  # noqa: E402
-from divekit.shift import format_ci, mean_ci, one_thread  # noqa: E402
+from divekit.cpu import single_thread  # noqa: E402
+from divekit.shift import format_ci, mean_ci  # noqa: E402
 from divekit.shift.concept import (  # noqa: E402
     DriftConfig, DriftDetector, DriftingStream, FrozenLearner, OnlineLearner, RetrainOnDriftLearner,
     SlidingWindowLearner, detect_all, fit_initial, prequential_accuracy,
@@ -65,7 +66,7 @@ def run(ctx: ExperimentContext) -> dict:
     cfg = _config(ctx)
     curves: dict[str, list[torch.Tensor]] = {}
     detections: list[list[int]] = []
-    with one_thread():
+    with single_thread():
         for s in range(cfg.seeds):
             stream = DriftingStream(STREAM, seed=ctx.seed + s)
             learners = _learners(fit_initial(stream, WARMUP))

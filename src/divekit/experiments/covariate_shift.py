@@ -28,7 +28,8 @@ from divekit.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from divekit.data.shift import covariate_shift_split, mean_brightness  # noqa: E402
 from divekit.experiments.base import ExperimentContext  # noqa: E402
 from divekit.registry import config_to_dict, create_model, get_model, register_experiment  # noqa: E402
-from divekit.shift import format_ci, mean_ci, one_thread  # noqa: E402
+from divekit.cpu import single_thread  # noqa: E402
+from divekit.shift import format_ci, mean_ci  # noqa: E402
 from divekit.shift.covariate import (  # noqa: E402
     GaussianShift, LogisticRegression, WeightedImageTask, clip_and_normalize, effective_sample_size,
     fit_domain_classifier, importance_weights, weight_agreement,
@@ -69,7 +70,7 @@ def _config(ctx: ExperimentContext) -> CovariateShiftConfig:
 )
 def run(ctx: ExperimentContext) -> dict:
     cfg = _config(ctx)
-    with one_thread():
+    with single_thread():
         synthetic_rows, scatter, synthetic_r = _synthetic(cfg, ctx.seed)
         fashion = _fashion(cfg, ctx)
     _scatter_plot(ctx.path("synthetic_weights.png"), *scatter)

@@ -22,7 +22,7 @@ from torch import nn
 from divekit.data.fashion_mnist import FashionMNIST
 from divekit.errors import DivekitError
 from divekit.experiments.base import ExperimentContext
-from divekit.experiments.cpu_settings import single_thread
+from divekit.cpu import single_thread
 from divekit.experiments.fashion_mnist_study import StudyRun, train_study_model
 from divekit.nn.dropout import Dropout
 from divekit.plots import line_plot

@@ -32,9 +32,9 @@ MODELS = [
     description="four classifiers trained by the same loop, selected on validation, scored on test",
 )
 def run(ctx: ExperimentContext) -> dict:
-    epochs = ctx.pick(3, 10)
-    limit = ctx.pick(20_000, None)
-    # The sigmoid LeNet barely leaves chance level in three short epochs: only the full run trains it.
+    epochs = ctx.pick(2, 10)
+    limit = ctx.pick(12_000, None)
+    # The sigmoid LeNet barely leaves chance level in two short epochs: only the full run trains it.
     models = [m for m in MODELS if not (ctx.quick and m[1] == "lenet" and not m[2])]
     rows, curves, best = [], {}, None
     for label, name, options, recipe in models:

@@ -26,7 +26,7 @@ from torch import nn
 from divekit.experiments.base import ExperimentContext
 from divekit.experiments.deep_mlp import DeepMLP, DeepMLPConfig
 from divekit.experiments.heatmap_plot import heatmap_plot
-from divekit.experiments.cpu_settings import single_thread
+from divekit.cpu import single_thread
 from divekit.nn.clip import clip_grad_norm, global_grad_norm
 from divekit.nn.init import init_linear_layers_
 from divekit.plots import line_plot

@@ -19,7 +19,7 @@ from torch import nn
 
 from divekit.data.fashion_mnist import FashionMNIST
 from divekit.experiments.base import ExperimentContext
-from divekit.experiments.cpu_settings import flush_denormals, single_thread
+from divekit.cpu import flush_denormals, single_thread
 from divekit.experiments.deep_mlp import ACTIVATIONS, DeepMLP, DeepMLPConfig
 from divekit.experiments.fashion_mnist_study import train_study_model
 from divekit.nn import init as scratch

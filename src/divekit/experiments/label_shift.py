@@ -27,7 +27,8 @@ from divekit.data.shift import (  # noqa: E402
 from divekit.experiments.base import ExperimentContext  # noqa: E402
 from divekit.plots import line_plot  # noqa: E402
 from divekit.registry import config_to_dict, create_model, get_model, register_experiment  # noqa: E402
-from divekit.shift import format_ci, mean_ci, one_thread  # noqa: E402
+from divekit.cpu import single_thread  # noqa: E402
+from divekit.shift import format_ci, mean_ci  # noqa: E402
 from divekit.shift.covariate import WeightedImageTask  # noqa: E402
 from divekit.shift.label import (  # noqa: E402
     adjust_logits, bbse_weights, em_prior, fit_temperature, joint_confusion, prediction_mean,
@@ -84,7 +85,7 @@ def run(ctx: ExperimentContext) -> dict:
     records: list[dict] = []
     curves: dict[str, dict[int, list[float]]] = {"BBSE": {}, "EM": {}}
     example = None
-    with one_thread():
+    with single_thread():
         for s in range(cfg.seeds):
             seed = ctx.seed + s
             source = _train_source(data, cfg, seed, ctx.device)

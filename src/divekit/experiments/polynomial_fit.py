@@ -24,7 +24,7 @@ import torch
 from divekit.data.loader import TensorLoader
 from divekit.data.synthetic import RegressionData, polynomial_data
 from divekit.experiments.base import ExperimentContext
-from divekit.experiments.cpu_settings import single_thread
+from divekit.cpu import single_thread
 from divekit.plots import line_plot
 from divekit.registry import register_experiment
 

@@ -32,7 +32,7 @@ from divekit.data.loader import TensorLoader
 from divekit.data.synthetic import RegressionData, linear_data
 from divekit.errors import DivekitError
 from divekit.experiments.base import ExperimentContext
-from divekit.experiments.cpu_settings import single_thread
+from divekit.cpu import single_thread
 from divekit.plots import line_plot
 from divekit.registry import register_experiment
 

@@ -190,10 +190,12 @@ class GRUDecoder(Decoder):
 @dataclass(frozen=True)
 class Seq2SeqConfig:
     # Vocabulary sizes are part of the model's shape. The task keeps this many entries of the
-    # training split's vocabularies, most frequent first; the defaults keep every token seen at
-    # least twice (9,779 English, 17,349 French); rarer ones become <unk>.
-    src_vocab_size: int = 9779  # English entries, specials included
-    tgt_vocab_size: int = 17349  # French entries: the output softmax, the dominant cost
+    # training split's vocabularies, most frequent first (rarer words become <unk>). Every token
+    # seen at least twice: 9,779 English, 17,349 French (the book's choice).
+    src_vocab_size: int = 9779  # English entries, specials included: all of them (cheap: a lookup)
+    # French entries: the output softmax and its Adam update dominate the cost; 8,000 halves a
+    # training step against 17,349, while <unk> rises from 1.8% to 3.8% of the test references' words.
+    tgt_vocab_size: int = 8000
     embed_size: int = 256  # token embedding width E (the book: 256)
     hidden_size: int = 256  # GRU hidden units H (the book: 256)
     num_layers: int = 2  # stacked GRU layers on each side (the book: 2)
@@ -237,7 +239,9 @@ def build_seq2seq(config: Seq2SeqConfig) -> EncoderDecoder:
     task="fra-eng",
     chapter="mt",
     description="GRU encoder-decoder (the book's), padding-independent encoder state",
-    recipe={"epochs": 10, "batch_size": 128, "lr": 0.005, "optimizer": "adam", "grad_clip": 1.0},
+    # Measured: 26.4 test BLEU (beam 4) after 4 epochs, 17.6 minutes on one core (docs/results/mt.md).
+    recipe={"epochs": 4, "batch_size": 256, "lr": 0.004, "optimizer": "adam", "schedule": "cosine",
+            "warmup_steps": 200, "grad_clip": 1.0, "precision": "bf16"},
 )
 def build(config: Seq2SeqConfig) -> nn.Module:
     return build_seq2seq(config)

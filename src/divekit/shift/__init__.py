@@ -6,16 +6,13 @@
 
 All tensors are batch-first: inputs ``(n, d)`` or images ``(n, 28, 28)``, labels ``(n,)``, class
 vectors ``(classes,)``. Results over several seeds are summarised by :func:`mean_ci`; the shift
-experiments run their small models under :func:`one_thread`.
+experiments run their small models under :func:`divekit.cpu.single_thread`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
-
-import torch
+from collections.abc import Sequence
 
 # Two-sided 95% Student t quantiles t_{0.975, df} for df = 1..30 (standard tables).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -53,17 +50,3 @@ def format_ci(values: Sequence[float], *, percent: bool = False, digits: int = 3
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread, restoring the previous count afterwards.
-
-    The shift studies train linear models on small batches, where each operation takes microseconds:
-    handing such work between threads costs more than it saves, and on a busy shared CPU a second
-    thread that is not scheduled stalls every operation.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
