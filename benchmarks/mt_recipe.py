@@ -17,11 +17,12 @@ Two measurements, both on the fixed source-grouped split (157,130 / 5,000 / 5,00
    * ``+vocab 8k``: the 8,000 most frequent French words (the rest become ``<unk>``);
    * ``+batch 256``: half as many optimizer steps (Adam updates every embedding row each step).
 
-   The CPU is shared, so the variants are timed in interleaved rounds and the best round counts
-   (the median is reported too). ``epoch_minutes`` converts the best rate into one pass over the
-   1.35 million target tokens of the training split.
+   The CPU is shared, so the variants run on one thread and are timed in CPU seconds of this
+   process (which other jobs do not inflate), in interleaved rounds; the best round counts and the
+   median is reported too. ``epoch_minutes`` converts the best rate into one pass over the 1.35
+   million target tokens of the training split.
 
-    python benchmarks/mt_recipe.py                 # both parts, JSON on stdout
+    python benchmarks/mt_recipe.py                 # both parts, JSON on stdout (about 6 minutes)
     python benchmarks/mt_recipe.py --skip-book     # throughput only
 """
 

@@ -109,8 +109,8 @@ def test_the_checkpoint_carries_its_vocabularies_and_translates_its_phrasebook(c
 
 def test_the_entry_point_and_foreign_checkpoints(checkpoint, tmp_path):
     env = {**os.environ}
-    r = subprocess.run([sys.executable, "-m", "divekit", "translate", "--checkpoint", str(checkpoint), "she is happy ."],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "divekit", "translate", "--checkpoint", str(checkpoint),
+                        "she is happy ."], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and r.stdout == "elle est heureux .\n", r.stderr
     other = save_checkpoint(tmp_path / "mlp.pt", {"model": "mlp", "task": "fashion-mnist", "model_config": {}})
     r = subprocess.run([sys.executable, "-m", "divekit", "translate", "--checkpoint", str(other), "hi ."],

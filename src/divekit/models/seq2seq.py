@@ -119,7 +119,7 @@ class EncoderDecoder(nn.Module):
         return self.decoder.head(features)
 
     def step(self, tokens: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """One decoding step: last tokens ``(B,)`` -> log-probabilities ``(B, V)`` (float32 at least) and the new state."""
+        """One decoding step: last tokens ``(B,)`` -> log-probabilities ``(B, V)``, at least float32, and the state."""
         if tokens.dim() != 1:
             raise ShapeError(f"step expects the last tokens as shape (B,), got {tuple(tokens.shape)}")
         features, state = self.decoder(tokens.unsqueeze(1), state)

@@ -52,6 +52,7 @@ Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # src (B, S), src_valid_len (B,),
 POOL_BATCHES = 50  # batches per sorting pool: long enough to group lengths, short enough to stay random
 SPLIT_SEED = 0  # the data split is fixed, so every run is scored on the same 5,000 test pairs
 SPECIALS = (UNK, PAD, BOS)
+BLEU_UNK = "UNK"  # an unknown word in a scored translation: one token no lower-cased reference holds
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ class Translator:
 
     def bleu(self, pairs: Sequence[Pair], *, beam_size: int = 1, alpha: float = 0.0) -> tuple[BleuScore, list[str]]:
         """Corpus BLEU of translations of ``pairs`` against their references; and the translations."""
-        hyps = self.translate([s for s, _ in pairs], beam_size=beam_size, alpha=alpha, unk="UNK")
+        hyps = self.translate([s for s, _ in pairs], beam_size=beam_size, alpha=alpha, unk=BLEU_UNK)
         return corpus_bleu(hyps, [" ".join(t) for _, t in pairs]), hyps
 
 
