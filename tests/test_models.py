@@ -72,3 +72,17 @@ def test_image_task_on_synthetic_data():
     assert task.splits["train"][0].shape[0] == 150 and task.splits["val"][0].shape[0] == 100
     metrics = task.evaluate(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 10)), "test")
     assert set(metrics) == {"loss", "accuracy"} and 0 <= metrics["accuracy"] <= 1
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_summary_runs_for_every_registered_model(name):
+    from divekit.summary import example_input, format_summary, summarize
+
+    spec = get_model(name)
+    config = spec.make_config()
+    if name in ("alexnet", "vgg", "nin", "googlenet", "resnet", "densenet"):
+        config = spec.make_config({"resolution": 28})  # the book resolutions are slow for a smoke test
+    model = spec.build(config)
+    example = example_input(spec.task, config)
+    rows = summarize(model, example)
+    assert rows and "total parameters" in format_summary(rows, model, example)

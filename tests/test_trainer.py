@@ -162,3 +162,22 @@ def test_train_config_rejects_bad_values():
     for bad in [dict(epochs=0), dict(lr=-1), dict(optimizer="lbfgs"), dict(precision="fp8"), dict(grad_clip=0)]:
         with pytest.raises(DivekitError):
             TrainConfig(**bad)
+
+
+class PlateauTask(ToyTask):
+    """Validation loss that improves for two epochs, then only gets worse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.evaluations = 0
+
+    def evaluate(self, model, split):
+        self.evaluations += 1
+        return {"loss": [3.0, 2.0, 2.5, 2.6, 2.7, 2.8][self.evaluations - 1]}
+
+
+def test_patience_stops_after_epochs_without_improvement(tmp_path):
+    t = trainer(PlateauTask(), tmp_path, epochs=6, patience=2)
+    result = t.fit()
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 2

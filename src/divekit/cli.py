@@ -58,13 +58,14 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast on CPU or GPU")
     g.add_argument("--channels-last", action="store_const", const=True, help="NHWC layout for image models")
+    g.add_argument("--patience", type=_positive_int, help="stop after N epochs without a better validation metric")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
     g.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
 
 
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "warmup_steps",
-              "grad_clip", "label_smoothing", "precision", "channels_last", "seed", "device", "threads")
+              "grad_clip", "label_smoothing", "precision", "channels_last", "patience", "seed", "device", "threads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,15 +179,13 @@ def cmd_evaluate(args) -> int:
 
 def cmd_summary(args) -> int:
     from divekit.registry import get_model
-    from divekit.summary import format_summary, summarize
+    from divekit.summary import example_input, format_summary, summarize
     from divekit.train.pipeline import parse_options
 
     spec = get_model(args.model)
     config = spec.make_config(parse_options(spec, args.option))
     model = spec.build(config)
-    resolution = getattr(config, "resolution", 28)
-    example = model.example_input(args.batch) if hasattr(model, "example_input") else (
-        __import__("torch").zeros(args.batch, 1, resolution, resolution))
+    example = example_input(spec.task, config, args.batch)
     print(f"{spec.name}: {spec.description}")
     print(format_summary(summarize(model, example), model, example))
     return 0

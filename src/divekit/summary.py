@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +20,7 @@ class LayerRow:
     params: int
 
 
-def summarize(model: nn.Module, example: torch.Tensor) -> list[LayerRow]:
+def summarize(model: nn.Module, example) -> list[LayerRow]:
     """Rows for every leaf module in the order it runs on ``example``."""
     rows: list[LayerRow] = []
     hooks = []
@@ -39,7 +41,7 @@ def summarize(model: nn.Module, example: torch.Tensor) -> list[LayerRow]:
     model.eval()
     try:
         with torch.no_grad():
-            model(example)
+            model(*example) if isinstance(example, tuple) else model(example)
     finally:
         model.train(was_training)
         for h in hooks:
@@ -47,13 +49,30 @@ def summarize(model: nn.Module, example: torch.Tensor) -> list[LayerRow]:
     return rows
 
 
-def format_summary(rows: list[LayerRow], model: nn.Module, example: torch.Tensor) -> str:
+def example_input(task: str, config: Any, batch: int = 1) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """A forward-pass input for a model of ``task`` built with ``config`` (sizes from the config)."""
+    g = torch.Generator().manual_seed(0)
+    if task == "timemachine":
+        steps = getattr(config, "num_steps", 35)
+        return torch.randint(0, getattr(config, "vocab_size", 28), (batch, steps), generator=g)
+    if task == "fra-eng":
+        steps = getattr(config, "num_steps", 10)
+        src = torch.randint(4, config.src_vocab_size, (batch, steps), generator=g)
+        dec = torch.randint(4, config.tgt_vocab_size, (batch, steps), generator=g)
+        return src, torch.full((batch,), steps), dec
+    size = getattr(config, "resolution", 28)
+    return torch.zeros(batch, 1, size, size)
+
+
+def format_summary(rows: list[LayerRow], model: nn.Module, example) -> str:
     width = max([len(r.name) for r in rows] + [5])
-    lines = [f"input {tuple(example.shape)}", f"{'layer':<{width}}  {'type':<18} {'output shape':<22} {'params':>10}"]
+    shapes = [tuple(t.shape) for t in example] if isinstance(example, tuple) else tuple(example.shape)
+    lines = [f"input {shapes}", f"{'layer':<{width}}  {'type':<18} {'output shape':<22} {'params':>10}"]
     for r in rows:
         lines.append(f"{r.name:<{width}}  {r.kind:<18} {str(r.output_shape):<22} {r.params:>10,}")
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lines.append(f"total parameters {total:,} (trainable {trainable:,})")
-    lines.append(f"forward FLOPs per image {count_flops(model, example[:1]).total:,}")
+    if isinstance(example, torch.Tensor) and example.is_floating_point():  # FLOPs are counted for image models
+        lines.append(f"forward FLOPs per image {count_flops(model, example[:1]).total:,}")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"
     label_smoothing: float = 0.0
+    patience: int | None = None  # early stopping: end after this many epochs without a better validation metric
     channels_last: bool = False  # NHWC memory layout for image models: faster convolutions on CPU
     # Where and how fast: these do not change the result on one device.
     device: str = "auto"
@@ -52,6 +53,7 @@ class TrainConfig:
         need(self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}")
         need(self.warmup_steps >= 0, f"--warmup-steps must be non-negative, got {self.warmup_steps}")
         need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(self.patience is None or self.patience >= 1, f"--patience must be at least 1, got {self.patience}")
         need(self.threads is None or self.threads >= 1, f"--threads must be at least 1, got {self.threads}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def train_model(
         ckpt = load_checkpoint(resume, expect_model=name)
         if options:
             raise DivekitError("--option cannot change a model that is resumed from a checkpoint")
-        changing = set(train_overrides) - {"epochs", "device", "threads"}
+        changing = set(train_overrides) - {"epochs", "device", "threads", "patience"}
         if changing:
             raise DivekitError(f"a resumed run keeps its recipe; cannot change {', '.join(sorted(changing))}")
         model_config = model_config_from_dict(spec, ckpt["model_config"])

@@ -220,6 +220,9 @@ class Trainer:
                     f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}{where}"
                 ) from None
             self.log(self._format(record))
+            if self._patience_exhausted():
+                self.log(f"early stop: no {self.task.monitor} improvement in {self.config.patience} epochs")
+                break
         best = next((h for h in self.history if h.get(self.task.monitor) == self.best_value), None)
         return TrainResult(
             history=self.history,
@@ -320,6 +323,14 @@ class Trainer:
         if improved:
             self._save(self.best_path)
         return record
+
+    def _patience_exhausted(self) -> bool:
+        """True when ``config.patience`` epochs have passed without the monitored metric improving."""
+        if not self.config.patience or self.best_value is None:
+            return False
+        values = [h.get(self.task.monitor) for h in self.history]
+        best_epoch = max(i for i, v in enumerate(values) if v == self.best_value)
+        return len(values) - 1 - best_epoch >= self.config.patience
 
     def _improved(self, value: float | None) -> bool:
         if value is None or not math.isfinite(value):
