@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from divekit.errors import DivekitError
+from divekit.models._classifier import ImageClassifier, xavier_init_
 from divekit.registry import register_model
-from divekit.shapes import check_image_batch
 
 BOOK_CONV_WIDTHS = (96, 256, 384, 384, 256)
 BOOK_HIDDEN = 4096
@@ -54,8 +53,10 @@ class AlexNetConfig:
                 f"alexnet width must be positive and dropout in [0, 1), got {self.width}, {self.dropout}")
 
 
-class AlexNet(nn.Module):
+class AlexNet(ImageClassifier):
     """AlexNet for ``(batch, 1, R, R)`` images -> logits ``(batch, num_classes)``."""
+
+    name = "alexnet"
 
     def __init__(self, config: AlexNetConfig) -> None:
         super().__init__()
@@ -80,22 +81,9 @@ class AlexNet(nn.Module):
             nn.Linear(hidden, hidden), relu(), nn.Dropout(config.dropout),
             nn.Linear(hidden, config.num_classes),
         )
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)  # the book's initialisation for its CNNs
-                nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, R, R)`` -> ``(B, C_5, s, s)`` (native ``(B, 64, 2, 2)``, book ``(B, 256, 5, 5)``)."""
-        return self.features(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, C_5, s, s)`` -> logits ``(B, num_classes)``."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, 1, self.config.resolution, who="alexnet")
-        return self.forward_head(self.forward_features(x))
+        xavier_init_(self)  # the book's initialisation for its CNNs
+        # forward_features: ``(B, 1, R, R)`` -> ``(B, C_5, s, s)`` (native ``(B, 64, 2, 2)``, book ``(B, 256, 5, 5)``).
+        # forward_head: ``(B, C_5, s, s)`` -> logits ``(B, num_classes)``.
 
 
 def _pooled_side(resolution: int, native: bool) -> int:

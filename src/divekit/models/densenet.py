@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from divekit.errors import DivekitError
+from divekit.models._classifier import ImageClassifier
 from divekit.registry import register_model
-from divekit.shapes import check_image_batch
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,10 @@ def transition(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(norm_relu_conv(c_in, c_out, 1), nn.AvgPool2d(2, stride=2))
 
 
-class DenseNet(nn.Module):
+class DenseNet(ImageClassifier):
     """DenseNet for ``(batch, 1, R, R)`` images -> logits ``(batch, num_classes)``."""
+
+    name = "densenet"
 
     def __init__(self, config: DenseNetConfig) -> None:
         super().__init__()
@@ -104,14 +106,6 @@ class DenseNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, R, R)`` -> last block's maps ``(B, C, h, w)`` (native, book widths: ``(B, 248, 1, 1)``)."""
         return self.body(self.stem(x))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, C, h, w)`` -> logits ``(B, num_classes)``."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, 1, self.config.resolution, who="densenet")
-        return self.forward_head(self.forward_features(x))
 
 
 # divekit's recipe: the ResNet recipe (SGD with momentum, one-cycle, weight decay, label smoothing).

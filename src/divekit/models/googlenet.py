@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from divekit.errors import DivekitError
+from divekit.models._classifier import ImageClassifier, xavier_init_
 from divekit.registry import register_model
-from divekit.shapes import check_image_batch
 
 # (c1, (c2 reduce, c2 out), (c3 reduce, c3 out), c4) for the nine blocks, in order (the paper's).
 INCEPTION_CHANNELS = (
@@ -79,8 +79,10 @@ class Inception(nn.Module):
         return torch.cat([self.p1(x), self.p2(x), self.p3(x), self.p4(x)], dim=1)  # (B, C_out, H, W)
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(ImageClassifier):
     """GoogLeNet for ``(batch, 1, R, R)`` images -> logits ``(batch, num_classes)``."""
+
+    name = "googlenet"
 
     def __init__(self, config: GoogLeNetConfig) -> None:
         super().__init__()
@@ -106,22 +108,9 @@ class GoogLeNet(nn.Module):
         b5 = nn.Sequential(*blocks[7:])
         self.features = nn.Sequential(b1, b2, b3, b4, b5)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, config.num_classes))
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)  # the book's initialisation for its CNNs
-                nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, R, R)`` -> b5's maps ``(B, 1024 * scale, h, w)`` (native: ``(B, 512, 2, 2)``)."""
-        return self.features(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, C, h, w)`` -> logits ``(B, num_classes)``."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, 1, self.config.resolution, who="googlenet")
-        return self.forward_head(self.forward_features(x))
+        xavier_init_(self)  # the book's initialisation for its CNNs
+        # forward_features: ``(B, 1, R, R)`` -> b5's maps ``(B, 1024 * scale, h, w)`` (native: ``(B, 512, 2, 2)``).
+        # forward_head: ``(B, C, h, w)`` -> logits ``(B, num_classes)``.
 
 
 # divekit's recipe: AdamW with a one-cycle schedule. Without batch norm, SGD leaves this network's

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from divekit.errors import DivekitError
+from divekit.models._classifier import ImageClassifier, xavier_init_
 from divekit.registry import register_model
-from divekit.shapes import check_image_batch
 
 BOOK_WIDTHS = (96, 256, 384)
 NATIVE_WIDTHS = (48, 128, 192)
@@ -63,8 +62,10 @@ def nin_block(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> 
     )
 
 
-class NiN(nn.Module):
+class NiN(ImageClassifier):
     """NiN for ``(batch, 1, R, R)`` images -> logits ``(batch, num_classes)``."""
+
+    name = "nin"
 
     def __init__(self, config: NiNConfig) -> None:
         super().__init__()
@@ -82,22 +83,9 @@ class NiN(nn.Module):
             nin_block(w3, config.num_classes, 3, 1, 1),  # one map per class
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, num_classes)
         )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)  # the book's initialisation for its CNNs
-                nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, R, R)`` -> ``(B, C_3, h, w)`` (native: ``(B, 192, 2, 2)``)."""
-        return self.features(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, C_3, h, w)`` -> class maps averaged to logits ``(B, num_classes)``."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, 1, self.config.resolution, who="nin")
-        return self.forward_head(self.forward_features(x))
+        xavier_init_(self)  # the book's initialisation for its CNNs
+        # forward_features: ``(B, 1, R, R)`` -> ``(B, C_3, h, w)`` (native: ``(B, 192, 2, 2)``).
+        # forward_head: ``(B, C_3, h, w)`` -> class maps averaged to logits ``(B, num_classes)``.
 
 
 # divekit's recipe: AdamW with a one-cycle schedule. Without batch norm, SGD leaves this network's

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from divekit.errors import DivekitError
+from divekit.models._classifier import ImageClassifier
 from divekit.registry import register_model
-from divekit.shapes import check_image_batch
 
 BOOK_RESOLUTION = 96
 BOOK_WIDTHS = (64, 128, 256, 512)
@@ -102,8 +102,10 @@ def stem(native: bool, width: int) -> nn.Sequential:
     return nn.Sequential(conv, nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1))
 
 
-class ResNet(nn.Module):
+class ResNet(ImageClassifier):
     """ResNet for ``(batch, 1, R, R)`` images -> logits ``(batch, num_classes)``."""
+
+    name = "resnet"
 
     def __init__(self, config: ResNetConfig) -> None:
         super().__init__()
@@ -134,14 +136,6 @@ class ResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, R, R)`` -> last stage's maps ``(B, C_4, R/32, R/32)`` (native: ``(B, 256w, 2, 2)``)."""
         return self.stages(self.stem(x))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, C, h, w)`` -> logits ``(B, num_classes)``: global average pool, then linear."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, 1, self.config.resolution, who="resnet")
-        return self.forward_head(self.forward_features(x))
 
 
 # divekit's recipe for the native variant: SGD with momentum, a one-cycle schedule, weight decay and

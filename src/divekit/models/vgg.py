@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from divekit.errors import DivekitError
+from divekit.models._classifier import ImageClassifier, xavier_init_
 from divekit.registry import register_model
-from divekit.shapes import check_image_batch
 
 SMALLEST_POOLED = 6  # a map is halved only while it is at least this wide (so never below 3x3)
 NATIVE_HIDDEN_SCALE = 0.25  # the native variant's dense widths relative to ``hidden``
@@ -66,8 +65,10 @@ def vgg_block(c_in: int, c_out: int, convs: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class VGG(nn.Module):
+class VGG(ImageClassifier):
     """VGG for ``(batch, 1, R, R)`` images -> logits ``(batch, num_classes)``."""
+
+    name = "vgg"
 
     def __init__(self, config: VGGConfig) -> None:
         super().__init__()
@@ -86,22 +87,9 @@ class VGG(nn.Module):
             nn.Linear(hidden, hidden), relu(), nn.Dropout(config.dropout),
             nn.Linear(hidden, config.num_classes),
         )
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)  # the book's initialisation for its CNNs
-                nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, R, R)`` -> ``(B, C_last, s, s)`` (native ``(B, 128, 3, 3)``, book ``(B, 128, 7, 7)``)."""
-        return self.features(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, C_last, s, s)`` -> logits ``(B, num_classes)``."""
-        return self.head(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, 1, self.config.resolution, who="vgg")
-        return self.forward_head(self.forward_features(x))
+        xavier_init_(self)  # the book's initialisation for its CNNs
+        # forward_features: ``(B, 1, R, R)`` -> ``(B, C_last, s, s)`` (native ``(B, 128, 3, 3)``, book ``(B, 128, 7, 7)``).
+        # forward_head: ``(B, C_last, s, s)`` -> logits ``(B, num_classes)``.
 
 
 # divekit's recipe: AdamW with a one-cycle schedule. Without batch norm, SGD leaves this network's
