@@ -37,3 +37,12 @@ def _runs_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     # Tests of the download path replace the network opener themselves; CI's offline switch must not hide it.
     monkeypatch.delenv("DIVEKIT_OFFLINE", raising=False)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: for tiny tensors a second thread only adds hand-offs, badly so on a busy CPU."""
+    from divekit.cpu import single_thread
+
+    with single_thread():
+        yield

@@ -10,9 +10,7 @@ from divekit.experiments.bidirectional import word_start_tags
 from divekit.models.bilstm_tagger import BiRNNTagger, DeepBiLM, FeatureTagger, ScalarMix
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only adds hand-offs
 
 
 def test_word_start_tags_by_hand():

@@ -25,9 +25,7 @@ TEXT = ("the time traveller for so it will be convenient to speak of him was exp
 LM_MODELS = [n for n in list_models() if MODELS[n].task == "timemachine"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only adds hand-offs
 
 
 def _data():

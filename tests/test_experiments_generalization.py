@@ -26,10 +26,7 @@ OURS = {"polynomial-fit": "generalization", "weight-decay": "generalization", "d
         "gradient-flow": "stability", "initialization": "stability", "batchnorm-depth": "stability"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only adds hand-offs
 
 
 def test_experiments_are_registered_in_their_chapters() -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import io
-import os
 import urllib.error
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch

@@ -43,12 +43,7 @@ ONE_BATCH = {"lenet": (3e-3, 150, 0.5), "bn-lenet": (3e-3, 30, 0.5), "alexnet": 
 NO_DROPOUT = {"alexnet": {"dropout": 0.0}, "vgg": {"dropout": 0.0, "hidden": 256}, "nin": {"dropout": 0.0}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many small models: one thread each keeps the shared machine responsive
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only adds hand-offs
 
 
 def test_every_cnn_is_registered():

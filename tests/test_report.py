@@ -8,7 +8,6 @@ import json
 import pytest
 
 from divekit.cli import main
-from divekit.errors import DivekitError
 from divekit.experiments.base import run_experiment
 from divekit.plots import line_plot
 from divekit.registry import EXPERIMENTS, load_all, register_experiment

@@ -27,13 +27,7 @@ SETTINGS = settings(max_examples=25, deadline=None)
 SRC_V, TGT_V = 11, 13
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second thread only adds synchronisation, badly so on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only adds hand-offs
 
 
 def small_model(seed: int = 0, impl: str = "torch", layers: int = 2, dtype=torch.float64) -> torch.nn.Module:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import itertools
-import os
 import string
 import urllib.error
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch

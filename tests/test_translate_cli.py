@@ -23,12 +23,7 @@ SUBJECTS = {"he": "il", "she": "elle", "tom": "tom", "mary": "marie"}
 ADJECTIVES = {"calm": "calme", "tired": "fatigué", "happy": "heureux", "ready": "prêt", "late": "en retard"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only adds hand-offs
 
 
 def phrasebook() -> list:

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from divekit.errors import DivekitError, ShapeError
-from divekit.models.seq2seq import Decoder, EncoderDecoder, GRUEncoder, check_tokens, init_weights
+from divekit.errors import ShapeError
+from divekit.models.seq2seq import Decoder, EncoderDecoder, GRUEncoder, Seq2SeqConfig, check_tokens, init_weights
 from divekit.nn.attention import AdditiveAttention
 from divekit.nn.rnn import make_rnn
 from divekit.registry import register_model
@@ -96,28 +96,10 @@ class AttentionSeq2Seq(EncoderDecoder):
 
 
 @dataclass(frozen=True)
-class AttentionSeq2SeqConfig:
-    # The vocabulary sizes match the plain seq2seq's (every token seen at least twice in training).
-    src_vocab_size: int = 9779  # English entries, specials included
-    tgt_vocab_size: int = 17349  # French entries: the output softmax, the dominant cost
-    embed_size: int = 256  # token embedding width E (the book: 256)
-    hidden_size: int = 256  # GRU hidden units H, also the attention's hidden width (the book: 256)
-    num_layers: int = 2  # stacked GRU layers on each side (the book: 2)
-    dropout: float = 0.2  # between stacked GRU layers (the book: 0.2)
-    num_steps: int = 25  # longest sentence in tokens with <eos>; longer training pairs are truncated
-    rnn_impl: str = "torch"  # "torch" (nn.GRU) or "scratch" (divekit.nn.rnn.GRU): same weights, same maths
+class AttentionSeq2SeqConfig(Seq2SeqConfig):
+    """The plain seq2seq's sizes and checks; the French vocabulary keeps every word seen twice in training."""
 
-    def __post_init__(self) -> None:
-        sizes = (self.src_vocab_size, self.tgt_vocab_size, self.embed_size, self.hidden_size, self.num_layers,
-                 self.num_steps)
-        if min(sizes) < 1:
-            raise DivekitError(f"seq2seq-attention sizes must be positive, got {self}")
-        if min(self.src_vocab_size, self.tgt_vocab_size) < 5:
-            raise DivekitError("seq2seq-attention vocabularies need room for <unk> <pad> <bos> <eos> and a word")
-        if not 0 <= self.dropout < 1:
-            raise DivekitError(f"seq2seq-attention dropout must be in [0, 1), got {self.dropout}")
-        if self.rnn_impl not in ("torch", "scratch"):
-            raise DivekitError(f"seq2seq-attention rnn_impl must be 'torch' or 'scratch', got '{self.rnn_impl}'")
+    tgt_vocab_size: int = 17349  # French entries: the output softmax, the dominant cost
 
 
 def build_attention_seq2seq(config: AttentionSeq2SeqConfig) -> AttentionSeq2Seq:
