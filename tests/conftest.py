@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,13 @@ def one_thread():
 
     with single_thread():
         yield
+
+
+def reversal_pairs(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """A toy "translation": words w0..w14 become m0..m14 in reverse order (1 to 6 words)."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        src = [f"w{rng.randrange(15)}" for _ in range(rng.randint(1, 6))]
+        pairs.append((src, [w.replace("w", "m") for w in reversed(src)]))
+    return pairs

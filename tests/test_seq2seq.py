@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,8 @@ from divekit.tasks.translation import BucketLoader, Translation, make_vocab, tri
 from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo
 from divekit.train.trainer import Trainer
+
+from conftest import reversal_pairs
 
 SETTINGS = settings(max_examples=25, deadline=None)
 SRC_V, TGT_V = 11, 13
@@ -160,18 +161,10 @@ def test_registered_with_the_book_architecture():
 # --- the task on synthetic pairs ----------------------------------------------------------------
 
 
-def synthetic_pairs(n: int, seed: int) -> list:
-    """Reversal "translation": words w0..w14 become m0..m14 in reverse order."""
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(n):
-        src = [f"w{rng.randrange(15)}" for _ in range(rng.randint(1, 6))]
-        pairs.append((src, [w.replace("w", "m") for w in reversed(src)]))
-    return pairs
 
 
 def synthetic_task(batch_size: int = 16, **kw) -> Translation:
-    splits = (synthetic_pairs(600, 0), synthetic_pairs(60, 1), synthetic_pairs(60, 2))
+    splits = (reversal_pairs(600, 0), reversal_pairs(60, 1), reversal_pairs(60, 2))
     return Translation(src_vocab_size=19, tgt_vocab_size=19, num_steps=8, batch_size=batch_size, splits=splits, **kw)
 
 
@@ -241,7 +234,7 @@ def test_vocabularies_are_cut_by_frequency_and_stored_as_plain_data():
         make_vocab([t for _, t in task.pairs["train"]], 25, side="target")
 
 
-def test_the_trainer_learns_reversal_on_synthetic_pairs(tmp_path):
+def test_the_trainer_learns_reversal_on_reversal_pairs(tmp_path):
     torch.manual_seed(0)
     task = synthetic_task(batch_size=32)
     config = Seq2SeqConfig(src_vocab_size=19, tgt_vocab_size=19, embed_size=32, hidden_size=64, num_steps=8,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import random
 
 import pytest
 import torch
@@ -19,6 +18,8 @@ from divekit.registry import create_model, get_model
 from divekit.tasks.translation import Translation
 from divekit.train.config import TrainConfig
 from divekit.train.trainer import Trainer
+
+from conftest import reversal_pairs
 
 SETTINGS = settings(max_examples=25, deadline=None)
 SRC_V, TGT_V, BOS, EOS = 11, 13, 2, 3
@@ -228,13 +229,6 @@ def test_a_few_steps_reduce_the_loss_on_one_batch():
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
-def reversal_pairs(n: int, seed: int) -> list:
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(n):
-        src = [f"w{rng.randrange(15)}" for _ in range(rng.randint(1, 6))]
-        pairs.append((src, [w.replace("w", "m") for w in reversed(src)]))
-    return pairs
 
 
 def test_the_trainer_fits_the_transformer_on_synthetic_pairs(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from divekit.nn.conv import Conv2d as ScratchConv2d
 from divekit.shapes import check_image_batch
 
 
@@ -28,10 +29,15 @@ class ImageClassifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def xavier_init_(model: nn.Module) -> None:
-    """Xavier-uniform weights and zero biases for every convolution and linear layer (the book's CNN init)."""
+def xavier_init_(model: nn.Module, *, zero_bias: bool = True) -> None:
+    """Xavier-uniform weights for every (torch or from-scratch) convolution and linear layer (the book's CNN init).
+
+    ``U(-a, a)`` with ``a = sqrt(6 / (fan_in + fan_out))`` keeps the variance of activations and of
+    gradients roughly constant across layers. Biases become zero, or keep torch's draw with
+    ``zero_bias=False``.
+    """
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, ScratchConv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
+            if zero_bias and m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -33,6 +33,7 @@ from torch import nn
 from divekit.nn.batchnorm import BatchNorm
 from divekit.nn.conv import Conv2d
 from divekit.nn.pooling import AvgPool2d, MaxPool2d
+from divekit.models._classifier import xavier_init_
 from divekit.registry import register_model
 from divekit.shapes import check_image_batch
 
@@ -57,18 +58,6 @@ class Blocks:
             return BatchNorm(features, num_dims=4 if conv else 2)
         return nn.BatchNorm2d(features) if conv else nn.BatchNorm1d(features)
 
-
-def xavier_init(model: nn.Module) -> None:
-    """Xavier-uniform weights for every convolution and linear layer (biases keep torch's draw).
-
-    ``U(-a, a)`` with ``a = sqrt(6 / (fan_in + fan_out))`` keeps the variance of activations and of
-    gradients roughly constant across layers. For LeNet's dense layers torch's default bound
-    ``1 / sqrt(fan_in)`` is about half as large, and the sigmoid network then sits on a long plateau
-    near chance before it starts to learn.
-    """
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(m.weight)
 
 
 @dataclass(frozen=True)
@@ -103,7 +92,9 @@ class LeNet(nn.Module):
             nn.Linear(84, config.num_classes),
         )
         if config.xavier_init:
-            xavier_init(self)
+            # torch's default bound 1/sqrt(fan_in) is about half Xavier's for LeNet's dense layers, and the
+            # sigmoid network then sits on a long plateau near chance before it learns.
+            xavier_init_(self, zero_bias=False)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, 28, 28)`` -> feature maps ``(B, 16, 5, 5)``."""
@@ -143,7 +134,9 @@ class BNLeNet(nn.Module):
             nn.Linear(84, config.num_classes),
         )
         if config.xavier_init:
-            xavier_init(self)
+            # torch's default bound 1/sqrt(fan_in) is about half Xavier's for LeNet's dense layers, and the
+            # sigmoid network then sits on a long plateau near chance before it learns.
+            xavier_init_(self, zero_bias=False)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, 28, 28)`` -> feature maps ``(B, 16, 4, 4)``."""
