@@ -38,6 +38,13 @@ def test_unknown_experiment_and_bad_flag_values():
     assert_user_error(divekit("train", "mlp", "--option", "dropout=high"), 2, "option 'dropout' expects")
 
 
+def test_experiment_options_are_checked_before_any_work():
+    assert_user_error(divekit("run", "polynomial-fit", "-o", "degree=3"), 2, "has no option degree",
+                      "accepts: none")
+    assert_user_error(divekit("run", "attention", "-o", "transformer"), 2, "KEY=VALUE")
+    assert_user_error(divekit("run", "attention", "-o", "transformer=run/best.pt"), 2, "add --full")
+
+
 def test_missing_data_explains_divekit_data(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

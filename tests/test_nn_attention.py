@@ -18,14 +18,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from divekit.errors import ShapeError
-from divekit.nn.attention import (
-    AdditiveAttention,
-    DotProductAttention,
-    MultiHeadAttention,
-    masked_softmax,
-    reorder_kv_cache,
-    scaled_dot_product_attention,
-)
+from divekit.nn.attention import AdditiveAttention, DotProductAttention, masked_softmax, scaled_dot_product_attention
+from divekit.nn.multihead_attention import MultiHeadAttention, reorder_kv_cache
 
 VALUE_TOL = 1e-10
 GRAD_TOL = 1e-9
@@ -215,25 +209,27 @@ def test_sdpa_matches_torch(lead, queries, keys, width, mask_kind, seed):
         torch.testing.assert_close(a, b, atol=GRAD_TOL, rtol=0)
 
 
-def test_dot_product_module_matches_function_and_keeps_weights():
+def test_dot_product_module_matches_function_and_returns_weights():
     q, k, v = randn(2, 3, 4, seed=0), randn(2, 5, 4, seed=1), randn(2, 5, 2, seed=2)
     valid_lens = torch.tensor([2, 5])
     attention = DotProductAttention(dropout=0.5).eval()
-    out = attention(q, k, v, valid_lens=valid_lens)
+    out, weights = attention(q, k, v, valid_lens=valid_lens)
     torch.testing.assert_close(out, scaled_dot_product_attention(q, k, v, valid_lens=valid_lens), atol=0, rtol=0)
     expected = loop_masked_softmax(q @ k.transpose(1, 2) / 2.0, lens_to_keep(valid_lens, 3, 5))  # sqrt(d) = 2
-    torch.testing.assert_close(attention.attention_weights, expected, atol=VALUE_TOL, rtol=0)
+    torch.testing.assert_close(weights, expected, atol=VALUE_TOL, rtol=0)
+    out_only, none = attention(q, k, v, valid_lens=valid_lens, need_weights=False)
+    assert none is None and torch.equal(out_only, out)
+    assert not hasattr(attention, "attention_weights")  # returned, never kept on the module
 
 
 def test_dot_product_dropout_acts_only_in_training():
     q, k, v = randn(4, 6, 8, seed=0), randn(4, 7, 8, seed=1), randn(4, 7, 8, seed=2)
     attention = DotProductAttention(dropout=0.5)
     torch.manual_seed(0)
-    train_out = attention(q, k, v)
-    train_weights = attention.attention_weights
-    eval_out = attention.eval()(q, k, v)
+    train_out, train_weights = attention(q, k, v)
+    eval_out, eval_weights = attention.eval()(q, k, v)
     assert not torch.allclose(train_out, eval_out)
-    torch.testing.assert_close(train_weights, attention.attention_weights, atol=0, rtol=0)  # stored pre-dropout
+    torch.testing.assert_close(train_weights, eval_weights, atol=0, rtol=0)  # returned before dropout
 
 
 # ---------------------------------------------------------------- additive
@@ -270,14 +266,14 @@ def test_additive_attention_matches_pairwise_loop(batch, queries, keys, sizes, s
     v = randn(batch, keys, d_v, seed=seed + 2, requires_grad=True)
     valid_lens = torch.randint(0, keys + 1, (batch, queries), generator=torch.Generator().manual_seed(seed))
     upstream = randn(batch, queries, d_v, seed=seed + 3)
-    ours, g_ours = values_and_grads(lambda *t: attn(*t, valid_lens=valid_lens), [q, k, v], upstream)
+    ours, g_ours = values_and_grads(lambda *t: attn(*t, valid_lens=valid_lens)[0], [q, k, v], upstream)
     ref, g_ref = values_and_grads(
         lambda *t: loop_additive(attn, *t, lens_to_keep(valid_lens, queries, keys)), [q, k, v], upstream
     )
     torch.testing.assert_close(ours, ref, atol=VALUE_TOL, rtol=0)
     for a, b in zip(g_ours, g_ref):
         torch.testing.assert_close(a, b, atol=GRAD_TOL, rtol=0)
-    assert attn.attention_weights.shape == (batch, queries, keys)
+    assert attn(q, k, v, valid_lens=valid_lens)[1].shape == (batch, queries, keys)
 
 
 def test_additive_attention_ignores_masked_keys_and_values():
@@ -285,11 +281,11 @@ def test_additive_attention_ignores_masked_keys_and_values():
     attn = AdditiveAttention(key_size=3, query_size=2, num_hiddens=4).double()
     q, k, v = randn(2, 3, 2, seed=0), randn(2, 5, 3, seed=1, requires_grad=True), randn(2, 5, 4, seed=2)
     valid_lens = torch.tensor([2, 4])
-    out = attn(q, k, v, valid_lens=valid_lens)
+    out, _ = attn(q, k, v, valid_lens=valid_lens)
     out.sum().backward()
     k2, v2 = k.detach().clone(), v.clone()
     k2[0, 2:], v2[0, 2:], k2[1, 4:], v2[1, 4:] = 9.0, -9.0, 7.0, 3.0
-    torch.testing.assert_close(attn(q, k2, v2, valid_lens=valid_lens), out.detach(), atol=VALUE_TOL, rtol=0)
+    torch.testing.assert_close(attn(q, k2, v2, valid_lens=valid_lens)[0], out.detach(), atol=VALUE_TOL, rtol=0)
     assert torch.all(k.grad[0, 2:] == 0) and torch.all(k.grad[1, 4:] == 0)
     assert torch.all(k.grad[0, :2] != 0)
 

@@ -16,10 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-import divekit.nn.rnn_cells as rnn_cells
+import divekit.nn.rnn_kernels as rnn_kernels
 from divekit.errors import ShapeError, UnknownNameError
 from divekit.nn.rnn import GRU, LSTM, RNN, make_rnn
-from divekit.nn.rnn_cells import GRUCell, GRUSequence, LSTMCell, LSTMSequence, RNNCell, TanhRNNSequence
+from divekit.nn.rnn_cells import GRUCell, LSTMCell, RNNCell
+from divekit.nn.rnn_kernels import GRUSequence, LSTMSequence, TanhRNNSequence
 
 TOL = {torch.float64: 1e-9, torch.float32: 1e-5}
 FAST = settings(max_examples=25, deadline=None)
@@ -122,7 +123,7 @@ def test_fast_layer_matches_torch_float32(kind: str, case: dict) -> None:
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
 def test_fast_layer_without_onednn_matches_torch_float32(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the build lacks oneDNN the kernels fall back to torch's products, with equal results."""
-    monkeypatch.setattr(rnn_cells, "_ONEDNN", None)
+    monkeypatch.setattr(rnn_kernels, "_ONEDNN", None)
     case = {"batch": 3, "steps": 5, "input_size": 4, "hidden_size": 6, "num_layers": 2, "bidirectional": True,
             "batch_first": True, "give_state": True, "input_grad": True, "seed": 7}
     check_layer(kind, True, torch.float32, case)

@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="the full run (default: quick)")
     p.add_argument("--out", type=Path, help="directory (default: runs/NAME[-full])")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an experiment setting (`divekit list` names those an experiment takes)")
 
     p = sub.add_parser("tour", help="run every experiment and write one HTML report")
     p.add_argument("--full", action="store_true", help="full runs (hours) instead of the quick tour (minutes)")
@@ -140,6 +142,8 @@ def cmd_list(args) -> int:
     for chapter, title in CHAPTERS.items():
         for spec in sorted((e for e in EXPERIMENTS.values() if e.chapter == chapter), key=lambda e: e.name):
             print(f"  {spec.name:<22} {title:<14.14} {spec.title}")
+            for key, help_text in spec.options.items():
+                print(f"  {'':<22} {'':<14} -o {key}=...: {help_text}")
     return 0
 
 
@@ -198,7 +202,13 @@ def cmd_run(args) -> int:
 
     get_experiment(args.name)
     out = args.out or runs_root() / (args.name + ("-full" if args.full else ""))
-    result = run_experiment(args.name, out, quick=not args.full, seed=args.seed)
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DivekitError(f"--option expects KEY=VALUE, got '{item}'")
+        options[key] = value
+    result = run_experiment(args.name, out, quick=not args.full, seed=args.seed, options=options)
     for key, value in result.get("metrics", {}).items():
         print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     print(f"{args.name}: done in {result['wall_seconds']:.1f}s -> {out / 'results.json'}")

@@ -68,6 +68,7 @@ class ExperimentSpec:
     chapter: str
     title: str
     description: str
+    options: dict[str, str] = field(default_factory=dict)  # `divekit run NAME -o KEY=VALUE`: key -> help
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -86,12 +87,13 @@ def register_model(name: str, *, config: type, task: str, chapter: str, descript
     return wrap
 
 
-def register_experiment(name: str, *, chapter: str, title: str, description: str):
-    """Decorator for an experiment ``f(ctx) -> dict``."""
+def register_experiment(name: str, *, chapter: str, title: str, description: str,
+                        options: dict[str, str] | None = None):
+    """Decorator for an experiment ``f(ctx) -> dict``; ``options`` names the ``-o KEY=VALUE`` it reads."""
 
     def wrap(run: Callable[[Any], dict]):
         _check_new(name, EXPERIMENTS, chapter)
-        EXPERIMENTS[name] = ExperimentSpec(name, run, chapter, title, description)
+        EXPERIMENTS[name] = ExperimentSpec(name, run, chapter, title, description, dict(options or {}))
         return run
 
     return wrap

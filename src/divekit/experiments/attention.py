@@ -12,20 +12,25 @@ backward) on one real batch and scaled to tokens; achieved GFLOP/s = FLOPs per t
 
 Quick mode trains small models (64 units, 3,000/4,000-word vocabularies) on 2,000 pairs for one
 epoch and scores 200 test pairs; full mode trains each registered recipe on all 157,130 pairs and
-scores all 5,000 (hours on the 2-core CPU: see docs/results/attention.md).
+scores all 5,000 (hours on the 2-core CPU: see docs/results/attention.md). A full run can instead
+score models already trained with ``divekit train``: ``-o transformer=RUN/best.pt`` (likewise
+``seq2seq`` and ``seq2seq-attention``) takes that checkpoint and the training costs its run recorded.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from divekit.data.fra_eng import BOS, EOS, shift_right
+from divekit.data.fra_eng import EOS, shift_right
 from divekit.decode.beam import decode_batch
+from divekit.errors import CheckpointError, DivekitError
 from divekit.experiments.base import ExperimentContext
 from divekit.experiments.heatmap_plot import heatmap_plot
 from divekit.flops import matmul_gflops
@@ -35,6 +40,7 @@ from divekit.plots import line_plot
 from divekit.registry import get_model, register_experiment
 from divekit.tasks.translation import BucketLoader, Translation, real_splits
 from divekit.train.config import TrainConfig
+from divekit.train.pipeline import load_trained
 from divekit.train.trainer import Trainer
 
 MODELS = ("seq2seq", "seq2seq-attention", "transformer")
@@ -71,6 +77,21 @@ def train(ctx: ExperimentContext, name: str, splits: tuple, limit: int | None) -
     seconds = sum(h["train_seconds"] for h in result.history)
     tokens = int(task.arrays["train"][3].sum()) * len(result.history)
     return {"model": model.eval(), "task": task, "seconds": seconds, "tokens_per_s": tokens / seconds,
+            "flops_per_token": flops_per_token(model, task)}
+
+
+def trained(name: str, checkpoint: Path) -> dict[str, Any]:
+    """A model trained by ``divekit train NAME``: its checkpoint, and the costs its run's metrics.jsonl holds."""
+    spec, model, task, _ = load_trained(checkpoint)
+    if spec.name != name:
+        raise CheckpointError(f"'{checkpoint}' holds a '{spec.name}' model, not '{name}'")
+    metrics = checkpoint.parent / "metrics.jsonl"
+    if not metrics.is_file():
+        raise CheckpointError(f"no metrics.jsonl beside '{checkpoint}': training costs unknown")
+    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    seconds = sum(h["train_seconds"] for h in history)
+    tokens = sum(h["train_items_per_s"] * h["train_seconds"] for h in history)
+    return {"model": model, "task": task, "seconds": seconds, "tokens_per_s": tokens / seconds,
             "flops_per_token": flops_per_token(model, task)}
 
 
@@ -138,8 +159,11 @@ def positional_figures(ctx: ExperimentContext) -> list[dict[str, str]]:
     chapter="attention",
     title="Attention: Bahdanau seq2seq and the Transformer on English to French",
     description="plain seq2seq vs Bahdanau vs Transformer: BLEU, cost, decoding speed; heatmaps; positional encoding",
+    options={name: f"a `divekit train {name}` checkpoint to score instead of training (--full)" for name in MODELS},
 )
 def run(ctx: ExperimentContext) -> dict:
+    if ctx.quick and ctx.options:
+        raise DivekitError("trained checkpoints are scored by the full run: add --full")
     train_pairs, val, test = real_splits()
     splits = (train_pairs, val[: ctx.pick(100, None)], test[: ctx.pick(200, None)])
     limit = ctx.pick(2_000, None)
@@ -147,7 +171,8 @@ def run(ctx: ExperimentContext) -> dict:
     rows, figures, metrics = [], positional_figures(ctx), {"matmul_ceiling_gflops": ceiling}
     speed_pairs = ctx.pick(100, 1000)
     for name in MODELS:
-        r = train(ctx, name, splits, limit)
+        checkpoint = ctx.options.get(name)
+        r = trained(name, Path(checkpoint)) if checkpoint else train(ctx, name, splits, limit)
         model, task = r["model"], r["task"]
         greedy, _ = task.bleu(model, "test")
         beam, _ = task.bleu(model, "test", beam_size=4, alpha=0.75)

@@ -15,12 +15,13 @@ An experiment is a function ``run(ctx) -> dict`` registered with
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from divekit.errors import DivekitError
 from divekit.registry import CHAPTERS, get_experiment
 from divekit.runs import machine_info, now_iso, write_json
 
@@ -34,6 +35,7 @@ class ExperimentContext:
     seed: int = 0
     progress: bool = True
     device: str = "auto"
+    options: dict[str, str] = field(default_factory=dict)  # `-o KEY=VALUE`, keys checked against the spec
 
     def path(self, filename: str) -> Path:
         return self.out_dir / filename
@@ -44,11 +46,17 @@ class ExperimentContext:
 
 
 def run_experiment(name: str, out_dir: Path, *, quick: bool = True, seed: int = 0, progress: bool = True,
-                   device: str = "auto") -> dict[str, Any]:
+                   device: str = "auto", options: dict[str, str] | None = None) -> dict[str, Any]:
     """Run experiment ``name`` into ``out_dir`` and write its ``results.json``."""
     spec = get_experiment(name)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        accepted = ", ".join(f"{k} ({v})" for k, v in spec.options.items()) or "none"
+        raise DivekitError(f"experiment '{name}' has no option {', '.join(unknown)}; it accepts: {accepted}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = ExperimentContext(out_dir=out_dir, quick=quick, seed=seed, progress=progress, device=device)
+    ctx = ExperimentContext(out_dir=out_dir, quick=quick, seed=seed, progress=progress, device=device,
+                            options=options)
     torch.manual_seed(seed)
     start = time.perf_counter()
     result = dict(spec.run(ctx))
@@ -60,6 +68,7 @@ def run_experiment(name: str, out_dir: Path, *, quick: bool = True, seed: int = 
         description=spec.description,
         mode="quick" if quick else "full",
         seed=seed,
+        options=options,
         wall_seconds=time.perf_counter() - start,
         machine=machine_info(),
         date=now_iso(),

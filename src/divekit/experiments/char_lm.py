@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from divekit.data.timemachine import load_lm_data
 from divekit.metrics.perplexity import baselines, bits_per_char
 from divekit.plots import line_plot

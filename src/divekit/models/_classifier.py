@@ -2,7 +2,7 @@
 
 ``forward_features`` runs the convolutional body ``(B, 1, R, R) -> (B, C, h, w)``; ``forward_head``
 pools or flattens and classifies ``(B, C, h, w) -> (B, num_classes)``. A subclass sets
-``self.config`` (with ``resolution``), ``self.features`` and ``self.head``, and names itself in
+``self.config`` (with ``resolution``, or a class attribute ``resolution``), ``self.features`` and ``self.head``, and names itself in
 ``name`` so a wrong input batch is reported against the right model.
 """
 
@@ -18,6 +18,11 @@ from divekit.shapes import check_image_batch
 class ImageClassifier(nn.Module):
     name = "cnn"
 
+    @property
+    def resolution(self) -> int:
+        """Side of the square input images (a subclass with one fixed size sets it as a class attribute)."""
+        return self.config.resolution
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
@@ -25,7 +30,7 @@ class ImageClassifier(nn.Module):
         return self.head(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, 1, self.config.resolution, who=self.name)
+        check_image_batch(x, 1, self.resolution, who=self.name)
         return self.forward_head(self.forward_features(x))
 
 

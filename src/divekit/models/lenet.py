@@ -27,15 +27,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
+from divekit.models._classifier import ImageClassifier, xavier_init_
 from divekit.nn.batchnorm import BatchNorm
 from divekit.nn.conv import Conv2d
 from divekit.nn.pooling import AvgPool2d, MaxPool2d
-from divekit.models._classifier import xavier_init_
 from divekit.registry import register_model
-from divekit.shapes import check_image_batch
 
 
 class Blocks:
@@ -68,8 +66,20 @@ class LeNetConfig:
     xavier_init: bool = False  # the book's Xavier-uniform weights (else torch's defaults): sigmoids start unsaturated
 
 
-class LeNet(nn.Module):
-    """LeNet for ``(batch, 1, 28, 28)`` images -> logits ``(batch, num_classes)``."""
+def _book_init(model: nn.Module) -> None:
+    # torch's default bound 1/sqrt(fan_in) is about half Xavier's for LeNet's dense layers, and the
+    # sigmoid network then sits on a long plateau near chance before it learns.
+    xavier_init_(model, zero_bias=False)
+
+
+class LeNet(ImageClassifier):
+    """LeNet for ``(batch, 1, 28, 28)`` images -> logits ``(batch, num_classes)``.
+
+    ``features``: ``(B, 1, 28, 28)`` -> ``(B, 16, 5, 5)``; ``head``: flatten and three dense layers.
+    """
+
+    name = "lenet"
+    resolution = 28
 
     def __init__(self, config: LeNetConfig) -> None:
         super().__init__()
@@ -85,28 +95,14 @@ class LeNet(nn.Module):
             make.conv(1, 6, 5, padding=2), norm(6, True), act(), pool(2),
             make.conv(6, 16, 5), norm(16, True), act(), pool(2),
         )
-        self.classifier = nn.Sequential(
+        self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(16 * 5 * 5, 120), norm(120, False), act(),
             nn.Linear(120, 84), norm(84, False), act(),
             nn.Linear(84, config.num_classes),
         )
         if config.xavier_init:
-            # torch's default bound 1/sqrt(fan_in) is about half Xavier's for LeNet's dense layers, and the
-            # sigmoid network then sits on a long plateau near chance before it learns.
-            xavier_init_(self, zero_bias=False)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, 28, 28)`` -> feature maps ``(B, 16, 5, 5)``."""
-        return self.features(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, 16, 5, 5)`` -> logits ``(B, num_classes)``."""
-        return self.classifier(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, 1, 28, who="lenet")
-        return self.forward_head(self.forward_features(x))
+            _book_init(self)
 
 
 @dataclass(frozen=True)
@@ -116,8 +112,14 @@ class BNLeNetConfig:
     xavier_init: bool = False  # the book's Xavier-uniform weights (else torch's defaults)
 
 
-class BNLeNet(nn.Module):
-    """The book's LeNet with batch norm: ``(batch, 1, 28, 28)`` -> logits ``(batch, num_classes)``."""
+class BNLeNet(ImageClassifier):
+    """The book's LeNet with batch norm: ``(batch, 1, 28, 28)`` -> logits ``(batch, num_classes)``.
+
+    ``features``: ``(B, 1, 28, 28)`` -> ``(B, 16, 4, 4)``; ``head``: flatten and three dense layers.
+    """
+
+    name = "bn-lenet"
+    resolution = 28
 
     def __init__(self, config: BNLeNetConfig) -> None:
         super().__init__()
@@ -127,28 +129,14 @@ class BNLeNet(nn.Module):
             make.conv(1, 6, 5), make.norm(6, True), nn.Sigmoid(), make.avg_pool(2),
             make.conv(6, 16, 5), make.norm(16, True), nn.Sigmoid(), make.avg_pool(2),
         )
-        self.classifier = nn.Sequential(
+        self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(16 * 4 * 4, 120), make.norm(120, False), nn.Sigmoid(),
             nn.Linear(120, 84), make.norm(84, False), nn.Sigmoid(),
             nn.Linear(84, config.num_classes),
         )
         if config.xavier_init:
-            # torch's default bound 1/sqrt(fan_in) is about half Xavier's for LeNet's dense layers, and the
-            # sigmoid network then sits on a long plateau near chance before it learns.
-            xavier_init_(self, zero_bias=False)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, 28, 28)`` -> feature maps ``(B, 16, 4, 4)``."""
-        return self.features(x)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, 16, 4, 4)`` -> logits ``(B, num_classes)``."""
-        return self.classifier(features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, 1, 28, who="bn-lenet")
-        return self.forward_head(self.forward_features(x))
+            _book_init(self)
 
 
 @register_model("lenet", config=LeNetConfig, task="fashion-mnist", chapter="cnn",

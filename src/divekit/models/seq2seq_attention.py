@@ -54,7 +54,8 @@ class BahdanauDecoder(Decoder):
     def init_state(self, enc_outputs: Tensor, enc_state: Tensor, src_valid_len: Tensor) -> AttentionState:
         return enc_outputs, enc_state, src_valid_len
 
-    def attend(self, tokens: Tensor, state: AttentionState) -> tuple[Tensor, AttentionState, Tensor]:
+    def attend(self, tokens: Tensor, state: AttentionState, need_weights: bool = True
+               ) -> tuple[Tensor, AttentionState, Tensor | None]:
         """``tokens (B, T)`` -> features ``(B, T, H)``, the next state, and attention weights ``(B, T, S)``."""
         check_tokens("tokens", tokens, "(B, T)")
         enc_outputs, hidden, valid_len = state
@@ -64,17 +65,19 @@ class BahdanauDecoder(Decoder):
         features, weights = [], []
         for t in range(tokens.shape[1]):
             query = hidden[-1].unsqueeze(1).to(enc_outputs.dtype)  # (B, 1, H): top layer after step t-1
-            context = self.attention(query, enc_outputs, enc_outputs, valid_lens=valid_len)  # (B, 1, H)
-            weights.append(self.attention.attention_weights)  # (B, 1, S), detached
+            context, w = self.attention(query, enc_outputs, enc_outputs, valid_lens=valid_len,
+                                        need_weights=need_weights)  # (B, 1, H), (B, 1, S) or None
+            weights.append(w)
             step_in = torch.cat((emb[:, t : t + 1], context.to(emb.dtype)), dim=2)  # (B, 1, E + H)
             out, hidden = self.rnn(step_in, hidden.contiguous())  # (B, 1, H), (L, B, H)
             features.append(out)
         if not features:
             raise ShapeError("tokens must hold at least one target step, got shape (B, 0)")
-        return torch.cat(features, dim=1), (enc_outputs, hidden, valid_len), torch.cat(weights, dim=1)
+        return (torch.cat(features, dim=1), (enc_outputs, hidden, valid_len),
+                torch.cat(weights, dim=1) if need_weights else None)
 
     def forward(self, tokens: Tensor, state: AttentionState) -> tuple[Tensor, AttentionState]:
-        features, state, _ = self.attend(tokens, state)
+        features, state, _ = self.attend(tokens, state, need_weights=False)
         return features, state
 
     def head(self, features: Tensor) -> Tensor:

@@ -104,6 +104,12 @@ class TransformerDecoder(Decoder):
 
     def forward(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, TransformerState]:
         """``tokens (B, T)``, the positions after those cached -> features ``(B, T, D)`` and the next state."""
+        features, state, _ = self.attend(tokens, state, need_weights=False)
+        return features, state
+
+    def attend(self, tokens: Tensor, state: TransformerState, need_weights: bool = True
+               ) -> tuple[Tensor, TransformerState, list[Tensor | None]]:
+        """:meth:`forward`, also returning each block's cross-attention weights ``(B, H, T, S)``."""
         check_tokens("tokens", tokens, "(B, T)")
         memory, valid_len = state["memory"], state["src_valid_len"]
         if memory.shape[0] != tokens.shape[0]:
@@ -111,9 +117,12 @@ class TransformerDecoder(Decoder):
         caches = _copy_caches(state["caches"])
         offset = DecoderBlock.cached_length(caches[0]) if caches else 0
         y = self.positional(self.embedding(tokens), offset)  # (B, T, D)
+        weights = []
         for block, cache in zip(self.blocks, caches):
-            y = block(y, memory, memory_valid_lens=valid_len, causal=True, cache=cache)
-        return y, {"memory": memory, "src_valid_len": valid_len, "caches": caches}
+            y, w = block.attend(y, memory, memory_valid_lens=valid_len, causal=True, cache=cache,
+                                need_weights=need_weights)
+            weights.append(w)
+        return y, {"memory": memory, "src_valid_len": valid_len, "caches": caches}, weights
 
     def head(self, features: Tensor) -> Tensor:
         return self.out(features)
@@ -131,8 +140,9 @@ class Transformer(EncoderDecoder):
     @torch.no_grad()
     def cross_attention_weights(self, src: Tensor, src_valid_len: Tensor, dec_input: Tensor) -> list[Tensor]:
         """Per decoder layer, the encoder-decoder attention weights ``(B, H, T, S)`` under teacher forcing."""
-        self.features(src, src_valid_len, dec_input)
-        return [block.cross_attention.attention_weights for block in self.decoder.blocks]
+        check_tokens("dec_input", dec_input, "(B, T)")
+        _, _, weights = self.decoder.attend(dec_input, self.init_state(src, src_valid_len))
+        return weights
 
 
 class RecomputingDecoder:

@@ -16,7 +16,7 @@ Each layer has two interchangeable engines, equal to rounding (both tested again
 * reference (``fast=False``): the step functions of :mod:`divekit.nn.rnn_cells` called once per
   time step under autograd. Readable; slow because every step records a dozen small autograd nodes.
 * fast (``fast=True``, the default): one ``autograd.Function`` per layer and direction
-  (:class:`~divekit.nn.rnn_cells.LSTMSequence` and its siblings) that projects the inputs of all
+  (:class:`~divekit.nn.rnn_kernels.LSTMSequence` and its siblings) that projects the inputs of all
   steps in one product, runs the recurrence with one product per step for all gates, and walks back
   in time in a hand-derived backward pass. ``benchmarks/rnn_speed.py`` measures both against
   ``nn.LSTM``.
@@ -26,22 +26,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from divekit.errors import ShapeError, UnknownNameError
-from divekit.nn.rnn_cells import (
-    GRUSequence,
-    LSTMSequence,
-    TanhRNNSequence,
-    check_shape,
-    gru_step,
-    lstm_step,
-    rnn_step,
-)
+from divekit.nn.rnn_cells import check_shape, gru_step, lstm_step, rnn_step
+from divekit.nn.rnn_kernels import GRUSequence, LSTMSequence, TanhRNNSequence
 
 State = tuple[Tensor, ...]  # (h,) for RNN and GRU, (h, c) for LSTM
 

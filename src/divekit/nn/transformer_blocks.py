@@ -14,12 +14,14 @@ Masks follow ``torch.nn.MultiheadAttention``: padding masks block where True.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from divekit.errors import ShapeError
-from divekit.nn.attention import KVCache, MultiHeadAttention, copy_weight
+from divekit.nn.multihead_attention import KVCache, MultiHeadAttention, copy_weight
 
 
 def causal_mask(steps: int, offset: int = 0, device: torch.device | None = None) -> Tensor:
@@ -171,7 +173,11 @@ class DecoderBlock(nn.Module):
             return 0
         return cache["self"]["key"].shape[2]
 
-    def forward(
+    def forward(self, x: Tensor, memory: Tensor, **masks_and_cache: Any) -> Tensor:
+        """``(B, T, D)`` -> ``(B, T, D)``; keyword arguments as for :meth:`attend`."""
+        return self.attend(x, memory, need_weights=False, **masks_and_cache)[0]
+
+    def attend(
         self,
         x: Tensor,
         memory: Tensor,
@@ -181,7 +187,9 @@ class DecoderBlock(nn.Module):
         tgt_key_padding_mask: Tensor | None = None,
         causal: bool = True,
         cache: dict | None = None,
-    ) -> Tensor:
+        need_weights: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
+        """:meth:`forward`, also returning the cross-attention weights ``(B, H, T, S)`` (before dropout)."""
         _check_block_input("x", x, "T", self.d_model)
         _check_block_input("memory", memory, "S", self.d_model)
         offset = self.cached_length(cache)
@@ -192,17 +200,18 @@ class DecoderBlock(nn.Module):
             x, x, x, attn_mask=mask, key_padding_mask=tgt_key_padding_mask, need_weights=False, cache=self_cache
         )
         x = self.addnorm1(x, attended)
-        attended, _ = self.cross_attention(
+        attended, weights = self.cross_attention(
             x,
             memory,
             memory,
             key_padding_mask=memory_key_padding_mask,
             valid_lens=memory_valid_lens,
-            need_weights=False,
+            need_weights=need_weights,
+            average_attn_weights=False,
             cache=cross_cache,
         )
         x = self.addnorm2(x, attended)
-        return self.addnorm3(x, self.ffn(x))  # (B, T, D)
+        return self.addnorm3(x, self.ffn(x)), weights  # (B, T, D), (B, H, T, S) or None
 
     @torch.no_grad()
     def load_from_torch(self, layer: nn.TransformerDecoderLayer) -> None:
