@@ -66,14 +66,6 @@ def test_precision_pair_matches_fp32_and_bf16_runs_of_one_model():
     assert _precision_pair(runs[:2]) is None
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: a second thread only adds contention on the shared machine
-    yield
-    torch.set_num_threads(threads)
-
-
 @needs_fashion_mnist
 @pytest.mark.integration
 def test_compare_on_a_slice(tmp_path, one_thread):
