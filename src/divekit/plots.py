@@ -26,7 +26,7 @@ def line_plot(path: Path, series: Mapping[str, tuple[Sequence[float], Sequence[f
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix_plot(path: Path, matrix: torch.Tensor, class_names: Sequence[str], *, title: str = "") -> Path:
@@ -44,7 +44,7 @@ def confusion_matrix_plot(path: Path, matrix: torch.Tensor, class_names: Sequenc
                 ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=6,
                         color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(path: Path, images: torch.Tensor, captions: Sequence[str], *, cols: int = 8, title: str = "") -> Path:
@@ -59,10 +59,11 @@ def image_grid(path: Path, images: torch.Tensor, captions: Sequence[str], *, col
             ax.set_title(captions[k], fontsize=6)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write as PNG (creating folders) and close ``fig``; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

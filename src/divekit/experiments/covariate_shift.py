@@ -27,6 +27,7 @@ import torch.nn.functional as F  # noqa: E402
 from divekit.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from divekit.data.shift import covariate_shift_split, mean_brightness  # noqa: E402
 from divekit.experiments.base import ExperimentContext  # noqa: E402
+from divekit.plots import save_figure  # noqa: E402
 from divekit.registry import config_to_dict, create_model, get_model, register_experiment  # noqa: E402
 from divekit.cpu import single_thread  # noqa: E402
 from divekit.shift import format_ci, mean_ci  # noqa: E402
@@ -239,7 +240,7 @@ def _scatter_plot(path, true: torch.Tensor, estimated: torch.Tensor) -> None:
            title="Domain-classifier importance weights")
     ax.legend()
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _brightness_plot(path, brightness: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -251,7 +252,7 @@ def _brightness_plot(path, brightness: tuple[torch.Tensor, torch.Tensor]) -> Non
     ax.hist(source.numpy(), bins=bins, density=True, alpha=0.5, label="biased source")
     ax.set(xlabel="mean pixel intensity", ylabel="density", title="Input shift by brightness")
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _accuracy_plot(path, accuracy: dict[str, list[float]]) -> None:
@@ -266,10 +267,4 @@ def _accuracy_plot(path, accuracy: dict[str, list[float]]) -> None:
     ax.set(xlabel="target test accuracy", title="Fashion-MNIST under covariate shift")
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3)
-    _save(fig, path)
-
-
-def _save(fig, path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from divekit.plots import save_figure  # noqa: E402
+
 
 def heatmap_plot(path: Path, values: torch.Tensor, *, row_labels: Sequence[str], col_labels: Sequence[str],
                  xlabel: str, colorbar_label: str, title: str = "", cmap: str = "coolwarm",
@@ -38,9 +40,4 @@ def heatmap_plot(path: Path, values: torch.Tensor, *, row_labels: Sequence[str],
     ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
     ax.set(xlabel=xlabel, title=title)
     fig.colorbar(im, ax=ax, fraction=0.035, label=colorbar_label)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
