@@ -57,3 +57,27 @@ def reversal_pairs(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
         src = [f"w{rng.randrange(15)}" for _ in range(rng.randint(1, 6))]
         pairs.append((src, [w.replace("w", "m") for w in reversed(src)]))
     return pairs
+
+
+def assert_learns_one_batch(model, src, src_len, dec_input, num_classes: int, lr: float, frozen=()) -> None:
+    """40 Adam steps on one batch of an encoder-decoder at least halve the loss; every parameter gets a gradient.
+
+    The labels ``(dec_input + src[:, :1]) % num_classes`` need both the target token and the source.
+    ``frozen`` names substrings of parameters that are not expected to receive gradients.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    labels = (dec_input + src[:, :1]) % num_classes
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(40):
+        loss = F.cross_entropy(model(src, src_len, dec_input).flatten(0, 1), labels.flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+    for name, p in model.named_parameters():
+        if not any(part in name for part in frozen):
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
