@@ -13,7 +13,10 @@ the contiguous 80/10/10 split, with the hidden state carried across windows
   the cost of the tiny model.
 - ``divekit``: ``divekit train deep-lstm-lm`` with the model's registered recipe (see
   :mod:`divekit.models.char_lm`), trained on the whole training block with truncated
-  backpropagation through time; its wall time is training time only, evaluation excluded.
+  backpropagation through time; its wall time is training time only, evaluation excluded. Its
+  trained model is then also scored with dynamic evaluation (:mod:`divekit.train.dynamic_eval`):
+  the step size is chosen on the validation block from ``DYNAMIC_LRS`` and the test block is
+  scored once with it. Both the static and the dynamic test perplexity are reported.
 
     python benchmarks/char_lm.py                   # all three (about 12 minutes on 2 cores)
     python benchmarks/char_lm.py --skip-divekit    # the book's two variants only (about a minute)
@@ -34,11 +37,13 @@ import torch.nn.functional as F
 from divekit.data.timemachine import load_lm_data
 from divekit.metrics.perplexity import baselines, bits_per_char
 from divekit.models.char_lm import CharLM, CharLMConfig
-from divekit.tasks.language_model import LanguageModelTask
+from divekit.tasks.language_model import LanguageModelTask, load_language_model
+from divekit.train.dynamic_eval import DynamicEvalConfig, dynamic_evaluate
 from divekit.train.pipeline import train_model
 
 BOOK = {"hidden": 32, "num_steps": 32, "num_windows": 10_000, "batch_size": 1024, "lr": 4.0, "clip": 1.0,
         "epochs": 50}
+DYNAMIC_LRS = (1e-4, 3e-4, 1e-3)  # dynamic evaluation step sizes tried on the validation block
 
 
 def _window_starts(n_text: int, num_steps: int, num_windows: int, whole_block: bool,
@@ -92,6 +97,7 @@ def divekit_recipe(threads: int, model: str = "deep-lstm-lm") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         r = train_model(model, train_overrides={"threads": threads}, out=Path(tmp) / "run",
                         progress=False, log=lambda *a, **k: None)
+        trained, _, _ = load_language_model(Path(tmp) / "run" / "best.pt", expect_model=model)
     hist = r["history"]
     return {"model": model, "model_config": r["model_config"], "train_config": r["train_config"],
             "parameters": r["parameters"], "train_seconds": r["train_seconds"], "epochs": len(hist),
@@ -99,7 +105,22 @@ def divekit_recipe(threads: int, model: str = "deep-lstm-lm") -> dict[str, Any]:
             "val_perplexity": min(h["val_perplexity"] for h in hist),
             "test_perplexity": r["test"]["test_perplexity"], "test_bits_per_char": r["test"]["test_bits_per_char"],
             "train_tokens_per_s": sum(h["train_items_per_s"] for h in hist) / len(hist),
-            "history": [{"epoch": h["epoch"], "val_perplexity": h["val_perplexity"]} for h in hist]}
+            "history": [{"epoch": h["epoch"], "val_perplexity": h["val_perplexity"]} for h in hist],
+            "dynamic_evaluation": dynamic_scores(trained)}
+
+
+def dynamic_scores(model: torch.nn.Module) -> dict[str, Any]:
+    """Dynamic evaluation: the step size with the lowest validation perplexity, then the test block once."""
+    data = load_lm_data("char")
+    val = {lr: dynamic_evaluate(model, data.val, DynamicEvalConfig(lr=lr)).metrics()["perplexity"]
+           for lr in DYNAMIC_LRS}
+    best = min(val, key=val.get)
+    test = dynamic_evaluate(model, data.test, DynamicEvalConfig(lr=best))
+    static = dynamic_evaluate(model, data.test, DynamicEvalConfig(lr=0.0)).metrics()
+    return {"val_perplexity_by_lr": val, "chosen_lr": best, "segment": DynamicEvalConfig().segment,
+            "test_perplexity": test.metrics()["perplexity"], "test_bits_per_char": test.metrics()["bits_per_char"],
+            "test_seconds": test.seconds,
+            "static_one_stream_test_perplexity": static["perplexity"]}
 
 
 def run(skip_divekit: bool = False, threads: int = 2) -> dict[str, Any]:
@@ -119,6 +140,8 @@ def run(skip_divekit: bool = False, threads: int = 2) -> dict[str, Any]:
         out["divekit"] = divekit_recipe(threads)
         out["test_perplexity_ratio_book_over_divekit"] = (
             out["book"]["test_perplexity"] / out["divekit"]["test_perplexity"])
+        out["test_perplexity_ratio_book_over_divekit_dynamic"] = (
+            out["book"]["test_perplexity"] / out["divekit"]["dynamic_evaluation"]["test_perplexity"])
     return out
 
 

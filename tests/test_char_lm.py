@@ -69,6 +69,41 @@ def test_scratch_and_torch_layers_compute_the_same_model(kind, embedding):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-9, msg=name)
 
 
+def test_weight_drop_masks_recurrent_weights_in_training_only():
+    cfg = dict(kind="lstm", vocab_size=9, hidden=12, layers=2, embedding=4, weight_drop=0.5)
+    torch.manual_seed(1)
+    scratch = CharLM(CharLMConfig(impl="scratch", **cfg)).double()
+    concise = CharLM(CharLMConfig(impl="torch", **cfg)).double()
+    plain = CharLM(CharLMConfig(impl="torch", **{**cfg, "weight_drop": 0.0})).double()
+    concise.load_state_dict(scratch.state_dict())
+    plain.load_state_dict(scratch.state_dict())
+    x = torch.randint(9, (4, 6))
+    outputs = []
+    for model in (scratch, concise):  # the same seed draws the same masks for both implementations
+        torch.manual_seed(7)
+        logits, _ = model(x)
+        logits.sum().backward()
+        outputs.append(logits)
+        grad = model.rnn.weight_hh_l1.grad
+        assert 0.2 < (grad == 0).double().mean() < 0.8  # dropped weights take no gradient ...
+        assert (model.rnn.weight_ih_l1.grad != 0).all()  # ... input weights are never dropped
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(outputs[1], plain(x)[0])
+    concise.eval(), plain.eval()
+    torch.testing.assert_close(concise(x)[0], plain(x)[0], rtol=0, atol=0)  # evaluation uses all weights
+
+
+def test_locked_dropout_shares_one_mask_across_steps():
+    model = CharLM(CharLMConfig(kind="gru", vocab_size=9, hidden=8, embedding=4, dropout=0.5, locked_dropout=True))
+    out = model._dropout(torch.ones(3, 20, 16))
+    assert torch.equal(out, out[:, :1].expand_as(out))  # every step repeats step 0's mask
+    assert set(out.unique().tolist()) == {0.0, 2.0}
+    model.eval()
+    assert torch.equal(model._dropout(torch.ones(3, 20, 16)), torch.ones(3, 20, 16))
+    with pytest.raises(ValueError, match="weight_drop"):
+        CharLMConfig(weight_drop=1.0)
+
+
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
 def test_carried_state_continues_the_text(kind):
     """Two windows with the state carried give the logits of one window twice as long."""

@@ -20,7 +20,7 @@ from divekit.models.densenet import DenseBlock, transition
 from divekit.models.googlenet import Inception
 from divekit.models.resnet import Residual
 from divekit.registry import create_model, get_model, list_models
-from divekit.tasks.image_augmented import AugmentedImageClassification, random_crop_flip
+from divekit.tasks.image_augmented import AugmentedImageClassification, random_crop_flip, random_erase
 from divekit.tasks.image_classification import prepare_images
 from divekit.train.distributed import DistInfo
 
@@ -250,6 +250,23 @@ def test_random_crop_without_padding_or_flip_is_the_identity():
         random_crop_flip(images[:, None])
 
 
+def test_random_erase_replaces_one_rectangle_of_chosen_images():
+    images = torch.full((400, 28, 28), 7, dtype=torch.uint8)  # noise equals 7 with probability 1/256 only
+    out = random_erase(images, 0.5, generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == images.dtype
+    changed = out != images
+    erased = changed.flatten(1).any(1)
+    assert 0.4 < erased.double().mean() < 0.6
+    for mask in changed[erased][:50]:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        box = mask[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+        assert box.double().mean() > 0.95  # one filled rectangle (a few noise pixels may equal 7)
+        assert 0.01 < box.numel() / 784 < 0.45  # 2-40% of the area, up to rounding of the sides
+    assert torch.equal(random_erase(images, 0.0), images)
+    with pytest.raises(ShapeError, match=r"\(batch, H, W\)"):
+        random_erase(images[:, None])
+
+
 def _tiny_task(**kwargs) -> AugmentedImageClassification:
     g = torch.Generator().manual_seed(0)
     train = (torch.randint(0, 256, (120, 28, 28), dtype=torch.uint8, generator=g), torch.arange(120) % 10)
@@ -280,4 +297,5 @@ def test_augmented_training_batches_keep_shapes_and_labels():
     assert x.shape == plain_x.shape == (16, 1, 28, 28) and x.dtype == torch.float32
     torch.testing.assert_close(y, plain_y)  # same order: augmentation never touches the labels
     assert not torch.equal(x, plain_x)
-    assert task.state() == {"resolution": 28, "limit": None, "augment": True, "test_flip": False}
+    assert task.state() == {"resolution": 28, "limit": None, "augment": True, "test_flip": False,
+                            "erase": 0.0}

@@ -46,6 +46,8 @@ class CharLMConfig:
     layers: int = 1  # stacked recurrent layers; 2+ is the "deep" model
     embedding: int = 32  # input embedding width; 0 feeds one-hot vectors as the book does
     dropout: float = 0.0  # on the inputs, between layers and before the head; regularises bigger models
+    locked_dropout: bool = False  # one input/head dropout mask per sequence, shared by all steps (variational)
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights, one mask per forward pass
     bidirectional: bool = False  # only for demonstrating leakage: a BiRNN sees the target it predicts
     num_steps: int = 35  # window length for truncated BPTT (read by the timemachine task)
     sequential: bool = True  # sequential partitioning with carried state (False: random windows, fresh state)
@@ -59,6 +61,8 @@ class CharLMConfig:
             raise ValueError("vocab_size, hidden, layers and num_steps must be positive, embedding non-negative")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.weight_drop < 1.0:
+            raise ValueError(f"weight_drop must lie in [0, 1), got {self.weight_drop}")
 
 
 class CharLM(nn.Module):
@@ -87,8 +91,28 @@ class CharLM(nn.Module):
         """``tokens (B, T)`` and an optional carried state -> logits ``(B, T, V)`` and the final state."""
         if tokens.dim() != 2 or tokens.dtype != torch.long:
             raise ShapeError(f"tokens must be a LongTensor of shape (B, T), got {tuple(tokens.shape)} {tokens.dtype}")
-        outputs, state = self.rnn(self.drop(self.inputs(tokens)), state)  # (B, T, D*H)
-        return self.head(self.drop(outputs)), state
+        outputs, state = self._recur(self._dropout(self.inputs(tokens)), state)  # (B, T, D*H)
+        return self.head(self._dropout(outputs)), state
+
+    def _dropout(self, x: Tensor) -> Tensor:
+        """Dropout on ``(B, T, F)``: a fresh mask per step, or with ``locked_dropout`` one per sequence."""
+        if not (self.config.locked_dropout and self.training and self.config.dropout):
+            return self.drop(x)
+        keep = 1.0 - self.config.dropout
+        mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(keep) / keep  # (B, 1, F): broadcast over T
+        return x * mask
+
+    def _recur(self, x: Tensor, state: RecurrentState | None) -> tuple[Tensor, RecurrentState]:
+        """The recurrent stack, with DropConnect (Wan et al., 2013; AWD-LSTM) on ``weight_hh`` when training.
+
+        Dropping recurrent *weights* rather than activations regularises the recurrence without
+        disturbing its memory from step to step: one mask serves all steps of the batch.
+        """
+        if not (self.training and self.config.weight_drop):
+            return self.rnn(x, state)
+        dropped = {name: F.dropout(p, self.config.weight_drop)
+                   for name, p in self.rnn.named_parameters() if name.startswith("weight_hh")}
+        return torch.func.functional_call(self.rnn, dropped, (x, state), strict=False)
 
 
 def build(config: CharLMConfig) -> CharLM:
