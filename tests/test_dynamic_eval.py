@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import data_dir_with
 from divekit.errors import ShapeError
 from divekit.models.char_lm import CharLM, CharLMConfig
-from divekit.train.dynamic_eval import DynamicEvalConfig, dynamic_evaluate
+from divekit.train.dynamic_eval import DynamicEvalConfig, dynamic_evaluate, ensemble
 
 V = 6
 
@@ -62,6 +62,19 @@ def test_adapts_to_a_repetitive_text_and_leaves_the_model_unchanged():
         assert torch.equal(v, before[k]), k
 
 
+def test_ensemble_mixes_probabilities_token_by_token():
+    text = _text(40)
+    a = dynamic_evaluate(_model(0), text, DynamicEvalConfig(lr=0.0), per_token=True)
+    b = dynamic_evaluate(_model(1), text, DynamicEvalConfig(lr=0.0), per_token=True)
+    mixed = ensemble([a, b])
+    expected = -torch.log((torch.exp(-a.token_nll) + torch.exp(-b.token_nll)) / 2)
+    torch.testing.assert_close(mixed.token_nll, expected.double())
+    assert mixed.loss <= (a.loss + b.loss) / 2  # a mixture never does worse than its members' mean
+    torch.testing.assert_close(ensemble([a, a]).token_nll, a.token_nll.double())
+    with pytest.raises(ValueError, match="per_token"):
+        ensemble([dynamic_evaluate(_model(), text, DynamicEvalConfig(lr=0.0))])
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ShapeError, match="1-D text"):
         dynamic_evaluate(_model(), torch.zeros(2, 5, dtype=torch.long))
@@ -71,7 +84,7 @@ def test_bad_input_is_refused():
         DynamicEvalConfig(segment=0)
 
 
-def _lm_checkpoint(tmp_path, vocab, name: str = "gru-lm"):
+def _lm_checkpoint(path, vocab, name: str = "gru-lm"):
     from divekit.train.checkpoint import save_checkpoint
     from divekit.train.pipeline import config_to_dict
 
@@ -81,7 +94,7 @@ def _lm_checkpoint(tmp_path, vocab, name: str = "gru-lm"):
     ckpt = {"model": name, "model_config": config_to_dict(cfg), "task": "timemachine", "epoch": 1,
             "task_state": {"vocab": vocab.to_state(), "num_steps": 35, "token": "char"},
             "model_state": model.state_dict()}
-    return model, save_checkpoint(tmp_path / "m.pt", ckpt)
+    return model, save_checkpoint(path, ckpt)
 
 
 @pytest.mark.skipif(data_dir_with("timemachine.txt") is None, reason="The Time Machine not found")
@@ -92,8 +105,8 @@ def test_lm_evaluate_command_prints_static_and_dynamic_perplexity(tmp_path, caps
     from divekit.errors import DivekitError
 
     data = load_lm_data("char")
-    model, path = _lm_checkpoint(tmp_path, data.vocab)
-    args = argparse.Namespace(model="gru-lm", checkpoint=path, split="val", dynamic_lr=[1e-3], segment=64,
+    model, path = _lm_checkpoint(tmp_path / "m.pt", data.vocab)
+    args = argparse.Namespace(model="gru-lm", checkpoint=[path], split="val", dynamic_lr=[1e-3], segment=64,
                               decay=0.0, threads=None)
     assert run(args) == 0
     out = capsys.readouterr().out
@@ -102,6 +115,9 @@ def test_lm_evaluate_command_prints_static_and_dynamic_perplexity(tmp_path, caps
     assert "static, 16 streams" in out and "dynamic, lr 0.001" in out
     with pytest.raises(DivekitError, match="segment"):
         run(argparse.Namespace(**{**vars(args), "segment": 0}))
-    _, other = _lm_checkpoint(tmp_path, Vocab(list("abc ")))
+    _, other = _lm_checkpoint(tmp_path / "other.pt", Vocab(list("abc ")))
     with pytest.raises(DivekitError, match="another vocabulary"):
-        run(argparse.Namespace(**{**vars(args), "checkpoint": other}))
+        run(argparse.Namespace(**{**vars(args), "checkpoint": [other]}))
+    assert run(argparse.Namespace(**{**vars(args), "checkpoint": [path, path], "dynamic_lr": []})) == 0
+    out = capsys.readouterr().out  # an ensemble of a model with itself is that model
+    assert out.count(f"static, one stream     perplexity {one_stream:.4f}") == 3 and "ensemble of the 2" in out

@@ -91,3 +91,11 @@ def test_compare_on_a_slice(tmp_path, one_thread):
     assert result["metrics"]["best_test_accuracy"] == best[col["test acc."]]
     for fig in result["figures"]:
         assert (tmp_path / fig["file"]).is_file()
+    # Again into the same directory: the unchanged entry is read back, the changed one retrained.
+    changed = [entries[0], Entry("BN-LeNet", "bn-lenet", {}, {"epochs": 1, "lr": 0.2})]
+    again = compare(ctx, changed, limit=1_000)
+    rows = again["tables"][0]["rows"]
+    peak = col["of matmul peak"]  # the product rate is measured anew by every run
+    assert rows[0][:peak] + rows[0][peak + 1:] == table["rows"][0][:peak] + table["rows"][0][peak + 1:]
+    assert rows[1][col["train s"]] != table["rows"][1][col["train s"]]
+    assert "instead of retrained: LeNet modern." in again["summary"]

@@ -193,6 +193,16 @@ def test_residual_block_with_and_without_projection():
     torch.testing.assert_close(down(x), F.conv2d(x, down.shortcut.weight, down.shortcut.bias, stride=2).relu())
 
 
+def test_nin_with_batch_norm_normalises_every_convolution():
+    plain, normed = create_model("nin"), create_model("nin", batch_norm=True)
+    convs = [m for m in normed.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in normed.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(convs) == 12 and [n.num_features for n in norms] == [c.out_channels for c in convs]
+    assert _params(normed) == _params(plain) + 2 * sum(c.out_channels for c in convs)
+    x = torch.randn(4, 1, 28, 28)
+    assert normed(x).shape == (4, 10)
+
+
 def test_inception_dense_block_and_transition_channels():
     x = torch.randn(2, 12, 7, 7)
     inception = Inception(12, 4, (3, 5), (2, 6), 7)

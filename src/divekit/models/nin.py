@@ -9,6 +9,11 @@ block has one output channel per class; global average pooling turns each class 
 so the network has no fully connected layer at all (the book's network keeps the final ReLU, so the
 logits are non-negative, and so does this one).
 
+With ``batch_norm=True`` every convolution is followed by batch normalisation before its ReLU (NiN
+predates batch norm; the blocks, pooling and head are unchanged). The book's NiN learns slowly: its
+class maps pass through three 10-channel ReLU layers from Xavier weights, and at 28x28 it stays
+near 82% validation accuracy after 10 epochs, while batch norm keeps those layers' inputs centred.
+
     nin(96, 11x11/4) -> maxpool 3x3/2 -> nin(256, 5x5, pad 2) -> maxpool 3x3/2
     -> nin(384, 3x3, pad 1) -> maxpool 3x3/2 -> dropout 0.5 -> nin(10, 3x3, pad 1) -> global avg pool
 
@@ -41,6 +46,7 @@ class NiNConfig:
     resolution: int = 28  # input side; 28 builds the native variant, 224 (the book's) or any side >= 67 the book's
     width: float = 1.0  # multiplier on the three blocks' widths (book 96, 256, 384; native 48, 128, 192)
     dropout: float = 0.5  # before the classifying block (the book's)
+    batch_norm: bool = False  # batch norm after every convolution (not in the book's NiN)
     num_classes: int = 10
     augment: bool = False  # random shifted crops and mirror images during training (task fashion-mnist-aug)
     test_flip: bool = False  # average the logits of each evaluation image and its mirror image
@@ -53,13 +59,15 @@ class NiNConfig:
             raise DivekitError(f"nin width must be positive and dropout in [0, 1), got {self.width}, {self.dropout}")
 
 
-def nin_block(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> nn.Sequential:
+def nin_block(c_in: int, c_out: int, kernel: int, stride: int, padding: int,
+              batch_norm: bool = False) -> nn.Sequential:
     """``(B, c_in, H, W) -> (B, c_out, H', W')``: a ``kernel`` convolution, then two 1x1 ones."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding), nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 1), nn.ReLU(inplace=True),  # per-pixel dense layer
-        nn.Conv2d(c_out, c_out, 1), nn.ReLU(inplace=True),
-    )
+    convs = [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding),
+             nn.Conv2d(c_out, c_out, 1), nn.Conv2d(c_out, c_out, 1)]  # the 1x1s: a per-pixel dense layer
+    layers: list[nn.Module] = []
+    for conv in convs:
+        layers += [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)] if batch_norm else [conv, nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
 
 
 class NiN(ImageClassifier):
@@ -72,15 +80,16 @@ class NiN(ImageClassifier):
         self.config = config
         native = config.resolution == 28
         w1, w2, w3 = (max(1, round(w * config.width)) for w in (NATIVE_WIDTHS if native else BOOK_WIDTHS))
-        first = nin_block(1, w1, 3, 1, 1) if native else nin_block(1, w1, 11, 4, 0)
+        bn = config.batch_norm
+        first = nin_block(1, w1, 3, 1, 1, bn) if native else nin_block(1, w1, 11, 4, 0, bn)
         self.features = nn.Sequential(
             first, nn.MaxPool2d(3, stride=2),
-            nin_block(w1, w2, 5, 1, 2), nn.MaxPool2d(3, stride=2),
-            nin_block(w2, w3, 3, 1, 1), nn.MaxPool2d(3, stride=2),
+            nin_block(w1, w2, 5, 1, 2, bn), nn.MaxPool2d(3, stride=2),
+            nin_block(w2, w3, 3, 1, 1, bn), nn.MaxPool2d(3, stride=2),
         )
         self.head = nn.Sequential(
             nn.Dropout(config.dropout),
-            nin_block(w3, config.num_classes, 3, 1, 1),  # one map per class
+            nin_block(w3, config.num_classes, 3, 1, 1, bn),  # one map per class
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, num_classes)
         )
         xavier_init_(self)  # the book's initialisation for its CNNs

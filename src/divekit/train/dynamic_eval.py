@@ -16,6 +16,9 @@ pull ``theta += decay * (theta_0 - theta)`` back toward the trained weights ``th
 segment and decay are tuned on the validation block, never on the test block.
 
 The trained model is not modified: adaptation runs on a deep copy in evaluation mode (no dropout).
+
+:func:`ensemble` mixes the per-token results of several models, ``p(x_t) = mean_m p_m(x_t)``: each
+``p_m`` is itself an online prediction, so the mixture is one too.
 """
 
 from __future__ import annotations
@@ -102,3 +105,18 @@ def dynamic_evaluate(model: nn.Module, tokens: Tensor, config: DynamicEvalConfig
         state = detach_state(state)
     token_nll = torch.cat(pieces) if per_token else None
     return DynamicEvalResult(total, count, time.perf_counter() - start, token_nll)
+
+
+def ensemble(results: list[DynamicEvalResult]) -> DynamicEvalResult:
+    """The equal-weight mixture of several models' per-token predictions of the same text.
+
+    ``-log mean_m exp(-nll_m)`` per token, computed stably with ``logsumexp``; the seconds add up
+    (the members run one after another). Each result needs ``token_nll`` (``per_token=True``).
+    """
+    if not results or any(r.token_nll is None for r in results):
+        raise ValueError("ensemble needs at least one result computed with per_token=True")
+    nll = torch.stack([r.token_nll for r in results])  # (members, count)
+    if len({r.count for r in results}) != 1:
+        raise ShapeError(f"ensemble members scored texts of different lengths: {[r.count for r in results]}")
+    mixed = math.log(len(results)) - torch.logsumexp(-nll.double(), dim=0)  # (count,)
+    return DynamicEvalResult(mixed.sum().item(), results[0].count, sum(r.seconds for r in results), mixed)
