@@ -115,11 +115,12 @@ def dynamic_scores(model: torch.nn.Module) -> dict[str, Any]:
     val = {lr: dynamic_evaluate(model, data.val, DynamicEvalConfig(lr=lr)).metrics()["perplexity"]
            for lr in DYNAMIC_LRS}
     best = min(val, key=val.get)
-    test = dynamic_evaluate(model, data.test, DynamicEvalConfig(lr=best))
+    result = dynamic_evaluate(model, data.test, DynamicEvalConfig(lr=best))
+    test = result.metrics()
     static = dynamic_evaluate(model, data.test, DynamicEvalConfig(lr=0.0)).metrics()
     return {"val_perplexity_by_lr": val, "chosen_lr": best, "segment": DynamicEvalConfig().segment,
-            "test_perplexity": test.metrics()["perplexity"], "test_bits_per_char": test.metrics()["bits_per_char"],
-            "test_seconds": test.seconds,
+            "test_perplexity": test["perplexity"], "test_bits_per_char": test["bits_per_char"],
+            "test_seconds": result.seconds,
             "static_one_stream_test_perplexity": static["perplexity"]}
 
 

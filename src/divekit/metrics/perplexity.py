@@ -40,6 +40,13 @@ def bits_per_char(ppl: float) -> float:
     return math.log2(ppl)
 
 
+def nll_metrics(nll_sum: float, count: int, seconds: float) -> dict[str, float]:
+    """A held-out block's report: mean nll per token (``loss``), perplexity, bits per token, tokens/s."""
+    loss = nll_sum / count
+    return {"loss": loss, "perplexity": perplexity(nll_sum, count), "bits_per_char": loss / math.log(2),
+            "tokens_per_s": count / max(seconds, 1e-9)}
+
+
 def perplexity_from_logits(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> float:
     """Perplexity of logits ``(..., V)`` for targets ``(...)``; positions equal to ``ignore_index`` are skipped."""
     if logits.shape[:-1] != targets.shape:

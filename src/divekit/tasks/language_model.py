@@ -16,7 +16,6 @@ Trainer's ``train_items_per_s`` is training tokens per second.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from typing import Any
@@ -28,6 +27,7 @@ from torch import nn
 from divekit.data.timemachine import IGNORE_INDEX, LMData, LMLoader, eval_stream, load_lm_data
 from divekit.data.vocab import Vocab
 from divekit.errors import CheckpointError
+from divekit.metrics.perplexity import nll_metrics
 from divekit.models.char_lm import detach_state
 from divekit.tasks import register_task
 from divekit.train.checkpoint import load_checkpoint, load_model_state
@@ -100,10 +100,7 @@ class LanguageModelTask:
         return total, count, time.perf_counter() - start
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        total, count, seconds = self.nll(model, split)
-        loss = total / count
-        return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2),
-                "tokens_per_s": count / max(seconds, 1e-9)}
+        return nll_metrics(*self.nll(model, split))
 
     def state(self) -> dict[str, Any]:
         return {"vocab": self.vocab.to_state(), "num_steps": self.num_steps, "sequential": self.sequential,

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from divekit.errors import ShapeError
+from divekit.metrics.perplexity import nll_metrics
 from divekit.models.char_lm import detach_state
 
 
@@ -61,8 +62,7 @@ class DynamicEvalResult:
         return self.nll_sum / self.count
 
     def metrics(self) -> dict[str, float]:
-        return {"loss": self.loss, "perplexity": math.exp(self.loss), "bits_per_char": self.loss / math.log(2),
-                "tokens_per_s": self.count / max(self.seconds, 1e-9)}
+        return nll_metrics(self.nll_sum, self.count, self.seconds)
 
 
 def dynamic_evaluate(model: nn.Module, tokens: Tensor, config: DynamicEvalConfig = DynamicEvalConfig(), *,
@@ -115,8 +115,8 @@ def ensemble(results: list[DynamicEvalResult]) -> DynamicEvalResult:
     """
     if not results or any(r.token_nll is None for r in results):
         raise ValueError("ensemble needs at least one result computed with per_token=True")
-    nll = torch.stack([r.token_nll for r in results])  # (members, count)
     if len({r.count for r in results}) != 1:
         raise ShapeError(f"ensemble members scored texts of different lengths: {[r.count for r in results]}")
+    nll = torch.stack([r.token_nll for r in results])  # (members, count)
     mixed = math.log(len(results)) - torch.logsumexp(-nll.double(), dim=0)  # (count,)
     return DynamicEvalResult(mixed.sum().item(), results[0].count, sum(r.seconds for r in results), mixed)
