@@ -89,6 +89,8 @@ def test_train_evaluate_and_resume_round_trip(tmp_path):
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
     r = divekit("evaluate", "--checkpoint", str(out / "best.pt"), "--split", "val")
     assert r.returncode == 0 and "accuracy" in r.stdout
+    assert_user_error(divekit("evaluate", "--checkpoint", str(out / "best.pt"), "-o", "test_shift=true"),
+                      2, "has no option 'test_shift'")
     assert_user_error(divekit("train", "softmax-regression", "--resume", str(out / "checkpoint.pt"), "--lr", "1"),
                       2, "keeps its recipe")
 

@@ -14,13 +14,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import needs_fashion_mnist
 from divekit.data.fashion_mnist import FashionMNIST
 from divekit.errors import DivekitError, ShapeError
 from divekit.models.densenet import DenseBlock, transition
 from divekit.models.googlenet import Inception
 from divekit.models.resnet import Residual
 from divekit.registry import create_model, get_model, list_models
-from divekit.tasks.image_augmented import AugmentedImageClassification, random_crop_flip, random_erase
+from divekit.tasks.image_augmented import (
+    AugmentedImageClassification,
+    evaluation_views,
+    random_crop_flip,
+    random_erase,
+    shift_images,
+)
 from divekit.tasks.image_classification import prepare_images
 from divekit.train.distributed import DistInfo
 
@@ -299,6 +306,59 @@ def test_test_time_flip_averages_image_and_mirror_logits():
         torch.testing.assert_close(plain, model(x))
 
 
+def _moved(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Reference shift: roll, then blank the rows and columns that wrapped around."""
+    out = torch.roll(images, shifts=(dy, dx), dims=(1, 2)).clone()
+    if dy > 0:
+        out[:, :dy] = 0
+    elif dy < 0:
+        out[:, dy:] = 0
+    if dx > 0:
+        out[:, :, :dx] = 0
+    elif dx < 0:
+        out[:, :, dx:] = 0
+    return out
+
+
+@pytest.mark.parametrize("dy, dx", [(0, 0), (1, 0), (-1, 0), (0, 2), (-3, 1), (2, -2)])
+def test_shift_images_moves_content_and_fills_black(dy, dx):
+    images = torch.randint(1, 256, (3, 7, 9), dtype=torch.uint8)
+    moved = shift_images(images, dy, dx)
+    assert moved.dtype == torch.uint8 and moved.shape == images.shape
+    torch.testing.assert_close(moved, _moved(images, dy, dx))
+
+
+def test_evaluation_views_are_the_shifts_and_their_mirrors():
+    images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    for flip, shift, count in [(False, False, 1), (True, False, 2), (False, True, 5), (True, True, 10)]:
+        views = evaluation_views(images, flip=flip, shift=shift)
+        assert len(views) == count and all(v.shape == images.shape for v in views)
+        assert len({v.numpy().tobytes() for v in views}) == count  # no view repeated
+    views = evaluation_views(images, flip=True, shift=True)
+    torch.testing.assert_close(views[0], images)
+    torch.testing.assert_close(views[2], _moved(images, 1, 0))
+    torch.testing.assert_close(views[5], images.flip(-1))
+    torch.testing.assert_close(views[9], _moved(images, 0, 1).flip(-1))
+    with pytest.raises(ShapeError, match=r"\(batch, H, W\)"):
+        evaluation_views(images[:, None], flip=True, shift=True)
+
+
+def test_test_time_shifts_average_ten_views():
+    torch.manual_seed(0)
+    model = create_model("lenet", modern=True).eval()
+    task = _tiny_task(test_flip=True, test_shift=True)
+    logits, labels = task.predict(model, "test")
+    images = task.splits["test"][0]
+    moves = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]
+    with torch.no_grad():
+        per_view = [model(prepare_images(_moved(images, dy, dx).flip(-1) if mirror else _moved(images, dy, dx)))
+                    for mirror in (False, True) for dy, dx in moves]
+    torch.testing.assert_close(logits, torch.stack(per_view).mean(0))
+    torch.testing.assert_close(labels, task.splits["test"][1])
+    shift_only, _ = _tiny_task(test_shift=True).predict(model, "test")
+    torch.testing.assert_close(shift_only, torch.stack(per_view[:5]).mean(0))
+
+
 def test_augmented_training_batches_keep_shapes_and_labels():
     task = _tiny_task(augment=True)
     torch.manual_seed(0)
@@ -308,4 +368,25 @@ def test_augmented_training_batches_keep_shapes_and_labels():
     torch.testing.assert_close(y, plain_y)  # same order: augmentation never touches the labels
     assert not torch.equal(x, plain_x)
     assert task.state() == {"resolution": 28, "limit": None, "augment": True, "test_flip": False,
-                            "erase": 0.0}
+                            "test_shift": False, "erase": 0.0}
+
+
+@needs_fashion_mnist
+def test_evaluation_options_change_a_saved_models_test_views(tmp_path):
+    from divekit.registry import config_to_dict
+    from divekit.errors import CheckpointError
+    from divekit.train.checkpoint import save_checkpoint
+    from divekit.train.config import TrainConfig
+    from divekit.train.pipeline import load_trained
+
+    spec = get_model("resnet")
+    config = spec.make_config({"blocks": (1,), "width": 0.25, "test_flip": True})
+    path = save_checkpoint(tmp_path / "tiny.pt", {
+        "model": "resnet", "model_config": config_to_dict(config), "train_config": TrainConfig().to_dict(),
+        "epoch": 1, "model_state": spec.build(config).state_dict()})
+    _, _, task, _ = load_trained(path, data_limit=100)
+    assert task.test_flip and not task.test_shift
+    _, model, task, _ = load_trained(path, data_limit=100, option_pairs=["test_shift=true"])
+    assert task.test_flip and task.test_shift and model.config.test_shift
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        load_trained(path, data_limit=100, option_pairs=["width=0.5"])  # weights of another shape

@@ -2,7 +2,7 @@
 
     divekit list                          models and experiments
     divekit train MODEL [--epochs ...]    train on the model's dataset, report test figures
-    divekit evaluate --checkpoint PATH    evaluate a checkpoint on a split
+    divekit evaluate --checkpoint PATH    evaluate a checkpoint on a split (-o test_shift=true: more views)
     divekit summary MODEL                 layer-by-layer shapes and parameter counts
     divekit run NAME [--full]             one experiment, with its plots and results.json
     divekit tour [--full]                 every experiment, then one HTML report
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a data split")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a model config value for evaluation (e.g. test_flip, test_shift)")
 
     p = sub.add_parser("summary", help="layer-by-layer output shapes and parameter counts")
     p.add_argument("model")
@@ -174,9 +176,10 @@ def _is_rank0() -> bool:
 def cmd_evaluate(args) -> int:
     from divekit.train.pipeline import load_trained
 
-    spec, model, task, ckpt = load_trained(args.checkpoint)
+    spec, model, task, ckpt = load_trained(args.checkpoint, option_pairs=args.option)
     metrics = task.evaluate(model, args.split)
-    print(f"{spec.name} ({args.checkpoint}, epoch {ckpt['epoch']}) on {args.split}: "
+    changed = f", {' '.join(args.option)}" if args.option else ""
+    print(f"{spec.name} ({args.checkpoint}, epoch {ckpt['epoch']}{changed}) on {args.split}: "
           + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
 

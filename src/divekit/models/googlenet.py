@@ -55,6 +55,7 @@ class GoogLeNetConfig:
     num_classes: int = 10
     augment: bool = False  # random shifted crops and mirror images during training (task fashion-mnist-aug)
     test_flip: bool = False  # average the logits of each evaluation image and its mirror image
+    test_shift: bool = False  # also average over the image moved one pixel each way
 
     def __post_init__(self) -> None:
         if self.resolution != 28 and self.resolution < 32:

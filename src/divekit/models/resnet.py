@@ -50,6 +50,7 @@ class ResNetConfig:
     zero_init_residual: bool = False  # start each block's last BN scale at 0, so blocks begin as identities
     augment: bool = False  # random shifted crops and mirror images during training (task fashion-mnist-aug)
     test_flip: bool = False  # average the logits of each evaluation image and its mirror image
+    test_shift: bool = False  # also average over the image moved one pixel each way
     erase: float = 0.0  # probability of random erasing per training image (task fashion-mnist-aug)
 
     def __post_init__(self) -> None:

@@ -1,7 +1,7 @@
-"""Fashion-MNIST classification with optional training augmentation and test-time flips.
+"""Fashion-MNIST classification with optional training augmentation and test-time view averaging.
 
 The same data, split, loss and metrics as ``fashion-mnist`` (:mod:`divekit.tasks.image_classification`);
-the model config may switch on two things:
+the model config may switch on these:
 
 - ``augment``: each training image is zero-padded by ``CROP_PADDING`` pixels on every side, a random
   28x28 window of it is kept, and the window is mirrored left-right with probability 1/2. Both happen
@@ -11,6 +11,9 @@ the model config may switch on two things:
   a random rectangle of each chosen image, 2-40% of its area with aspect ratio 0.3-3.3, by uniform
   noise, so the network cannot lean on any one region of the garment.
 - ``test_flip``: evaluation averages the logits of each image and of its mirror image.
+- ``test_shift``: evaluation also averages over the image moved one pixel up, down, left and right
+  (each mirrored too with ``test_flip``: ten views). Training crops move the garment by up to
+  ``CROP_PADDING`` pixels, so these are views the network has learned to read.
 
 Clothing is (nearly) left-right symmetric, so mirrored images are still images of their class. The
 random draws use torch's global generator, whose state the Trainer saves in every checkpoint, so a
@@ -59,6 +62,34 @@ def random_crop_flip(images: torch.Tensor, padding: int = CROP_PADDING, *, flip:
     return padded[torch.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+def shift_images(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``(B, H, W)`` images moved ``dy`` rows down and ``dx`` columns right; vacated pixels are zero.
+
+    ``|dy|`` and ``|dx|`` must be below the image side; the output keeps the input's shape and dtype.
+    """
+    h, w = images.shape[-2:]
+    pad = max(abs(dy), abs(dx))
+    if pad == 0:
+        return images
+    padded = F.pad(images, (pad, pad, pad, pad))
+    return padded[:, pad - dy:pad - dy + h, pad - dx:pad - dx + w]
+
+
+TEST_SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))  # (dy, dx): the image and its four 1-pixel moves
+
+
+def evaluation_views(images: torch.Tensor, *, flip: bool, shift: bool) -> list[torch.Tensor]:
+    """The views of uint8 ``(B, H, W)`` images whose logits evaluation averages.
+
+    The images themselves, with ``shift`` their four one-pixel moves, and with ``flip`` the mirror
+    image of each of those: 1, 2, 5 or 10 views, each ``(B, H, W)``.
+    """
+    if images.dim() != 3:
+        raise ShapeError(f"evaluation_views expects images of shape (batch, H, W), got {tuple(images.shape)}")
+    moved = [shift_images(images, dy, dx) for dy, dx in (TEST_SHIFTS if shift else TEST_SHIFTS[:1])]
+    return moved + [v.flip(-1) for v in moved] if flip else moved
+
+
 def random_erase(images: torch.Tensor, p: float = 0.5, area: tuple[float, float] = (0.02, 0.4),
                  ratio: tuple[float, float] = (0.3, 3.3), generator: torch.Generator | None = None) -> torch.Tensor:
     """Each uint8 image of ``(B, H, W)`` with probability ``p`` gets one rectangle of uniform noise.
@@ -85,17 +116,18 @@ def random_erase(images: torch.Tensor, p: float = 0.5, area: tuple[float, float]
 
 
 class AugmentedImageClassification(ImageClassification):
-    """:class:`ImageClassification` with training augmentation and/or test-time flip averaging."""
+    """:class:`ImageClassification` with training augmentation and/or test-time view averaging."""
 
     name = "fashion-mnist-aug"
 
-    def __init__(self, *, augment: bool = False, test_flip: bool = False, erase: float = 0.0,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, augment: bool = False, test_flip: bool = False, test_shift: bool = False,
+                 erase: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= erase <= 1.0:
             raise ValueError(f"erase is a probability, got {erase}")
         self.augment = augment
         self.test_flip = test_flip
+        self.test_shift = test_shift
         self.erase = erase
 
     def _train_transform(self, batch):
@@ -115,23 +147,26 @@ class AugmentedImageClassification(ImageClassification):
 
     @torch.no_grad()
     def predict(self, model: nn.Module, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(n, classes)`` (flip-averaged with ``test_flip``) and labels ``(n,)``, in eval mode."""
-        if not self.test_flip:
+        """Logits ``(n, classes)`` averaged over the views of :func:`evaluation_views`, and labels ``(n,)``."""
+        if not (self.test_flip or self.test_shift):
             return super().predict(model, split)
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        logits, labels = [], []
-        for x, y in self.eval_loader(split):
-            x = x.to(device)
-            both = (model(x).float() + model(x.flip(-1)).float()) / 2  # mean of image and mirror logits
-            logits.append(both.cpu())
-            labels.append(y)
+        images, labels = self.splits[split]
+        logits = []
+        for start in range(0, len(images), self.eval_batch_size):
+            chunk = images[start:start + self.eval_batch_size]
+            views = evaluation_views(chunk, flip=self.test_flip, shift=self.test_shift)
+            # The views are built from the uint8 images, so a shift fills with black as training crops do.
+            per_view = [model(prepare_images(v, self.resolution).to(device)).float() for v in views]
+            logits.append(torch.stack(per_view).mean(0).cpu())
         model.train(was_training)
-        return torch.cat(logits), torch.cat(labels)
+        return torch.cat(logits), labels
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "augment": self.augment, "test_flip": self.test_flip, "erase": self.erase}
+        return {**super().state(), "augment": self.augment, "test_flip": self.test_flip,
+                "test_shift": self.test_shift, "erase": self.erase}
 
 
 @register_task("fashion-mnist-aug")
@@ -139,6 +174,7 @@ def make(model_config: Any, train_config: TrainConfig, *, limit: int | None = No
     return AugmentedImageClassification(
         augment=getattr(model_config, "augment", False),
         test_flip=getattr(model_config, "test_flip", False),
+        test_shift=getattr(model_config, "test_shift", False),
         erase=getattr(model_config, "erase", 0.0),
         batch_size=train_config.batch_size,
         seed=train_config.seed,

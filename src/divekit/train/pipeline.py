@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,11 +172,16 @@ def _finish(spec, trainer, task, result, model_config, train_config, limit, run_
     return results
 
 
-def load_trained(checkpoint: Path, *, data_limit: int | None = None):
-    """``(spec, model, task, checkpoint_dict)`` for evaluating a saved model (in eval mode)."""
+def load_trained(checkpoint: Path, *, data_limit: int | None = None, option_pairs: Sequence[str] = ()):
+    """``(spec, model, task, checkpoint_dict)`` for evaluating a saved model (in eval mode).
+
+    ``option_pairs`` (``["test_shift=true"]``) change the saved model config before the model is
+    built: meant for evaluation-time settings; one that changes the weights' shapes is refused by
+    :func:`load_model_state` with the mismatch named.
+    """
     ckpt = load_checkpoint(checkpoint)
     spec = get_model(ckpt["model"])
-    model_config = model_config_from_dict(spec, ckpt["model_config"])
+    model_config = model_config_from_dict(spec, {**ckpt["model_config"], **parse_options(spec, list(option_pairs))})
     model = spec.build(model_config)
     load_model_state(model, ckpt["model_state"], source=str(checkpoint))
     model.eval()
