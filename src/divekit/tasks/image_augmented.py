@@ -147,9 +147,10 @@ class AugmentedImageClassification(ImageClassification):
 
     @torch.no_grad()
     def predict(self, model: nn.Module, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(n, classes)`` averaged over the views of :func:`evaluation_views`, and labels ``(n,)``."""
-        if not (self.test_flip or self.test_shift):
-            return super().predict(model, split)
+        """Logits ``(n, classes)`` averaged over the views of :func:`evaluation_views`, and labels ``(n,)``.
+
+        With neither ``test_flip`` nor ``test_shift`` the one view is the image itself: plain logits.
+        """
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
