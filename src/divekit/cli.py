@@ -16,12 +16,13 @@ stderr and exits non-zero; only bugs print a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 from divekit import __version__
-from divekit.errors import DivekitError
+from divekit.errors import DataError, DivekitError
 
 
 def _positive_int(text: str) -> int:
@@ -39,8 +40,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
     return value
 
 
@@ -68,8 +69,15 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_dec
               "grad_clip", "label_smoothing", "precision", "channels_last", "patience", "seed", "device", "threads")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and where to read more), not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="divekit", description="A deep-learning curriculum made real.")
+    parser = _Parser(prog="divekit", description="A deep-learning curriculum made real.")
     parser.add_argument("--version", action="version", version=f"divekit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -150,8 +158,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from divekit.pipeline import parse_options, train_model
     from divekit.registry import get_model
-    from divekit.train.pipeline import parse_options, train_model
 
     spec = get_model(args.model)
     options = parse_options(spec, args.option)
@@ -174,7 +182,7 @@ def _is_rank0() -> bool:
 
 
 def cmd_evaluate(args) -> int:
-    from divekit.train.pipeline import load_trained
+    from divekit.pipeline import load_trained
 
     spec, model, task, ckpt = load_trained(args.checkpoint, option_pairs=args.option)
     metrics = task.evaluate(model, args.split)
@@ -185,9 +193,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_summary(args) -> int:
+    from divekit.pipeline import parse_options
     from divekit.registry import get_model
     from divekit.summary import example_input, format_summary, summarize
-    from divekit.train.pipeline import parse_options
 
     spec = get_model(args.model)
     config = spec.make_config(parse_options(spec, args.option))
@@ -274,7 +282,8 @@ def cmd_data(args) -> int:
         print(s.describe() if hasattr(s, "describe") else str(s))
         bad += not s.ok
     if bad:
-        raise DivekitError(f"{bad} of {len(statuses)} files missing or corrupt; see above")
+        # The same exit code as any command that meets the same file (a DataError).
+        raise DataError(f"{bad} of {len(statuses)} files missing, unreadable or corrupt; see above")
     return 0
 
 

@@ -24,16 +24,28 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from divekit import seeding
+from divekit.cpu import single_thread  # noqa: E402
 from divekit.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from divekit.data.shift import covariate_shift_split, mean_brightness  # noqa: E402
 from divekit.experiments.base import ExperimentContext  # noqa: E402
 from divekit.plots import save_figure  # noqa: E402
-from divekit.registry import config_to_dict, create_model, get_model, register_experiment  # noqa: E402
-from divekit.cpu import single_thread  # noqa: E402
+from divekit.registry import (  # noqa: E402
+    config_to_dict,
+    create_model,
+    get_model,
+    register_experiment,
+)
 from divekit.shift import format_ci, mean_ci  # noqa: E402
 from divekit.shift.covariate import (  # noqa: E402
-    GaussianShift, LogisticRegression, WeightedImageTask, clip_and_normalize, effective_sample_size,
-    fit_domain_classifier, importance_weights, weight_agreement,
+    GaussianShift,
+    LogisticRegression,
+    WeightedImageTask,
+    clip_and_normalize,
+    effective_sample_size,
+    fit_domain_classifier,
+    importance_weights,
+    weight_agreement,
 )
 from divekit.train.config import TrainConfig  # noqa: E402
 from divekit.train.trainer import Trainer  # noqa: E402
@@ -146,7 +158,7 @@ def _synthetic(cfg: CovariateShiftConfig, seed: int) -> tuple[list[list], tuple,
     for n in cfg.synthetic_sizes:
         stats: dict[str, list[float]] = {k: [] for k in ("r", "log_r", "mae", "none", "est", "true")}
         for s in range(cfg.seeds):
-            g = torch.Generator().manual_seed(1000 * seed + s)
+            g = seeding.generator(seed, "data", s)
             xs, xt = case.sample(n, "source", g), case.sample(n, "target", g)
             estimated = importance_weights(fit_domain_classifier(xs, xt, l2=1e-4).decision_function(xs),
                                            n_source=n, n_target=n)
@@ -219,7 +231,7 @@ def _train(data: tuple[torch.Tensor, torch.Tensor], weights: torch.Tensor | None
     w_val = None if weights is None else weights[:n_val]
     task = WeightedImageTask({"train": (x[n_val:], y[n_val:], w_train), "val": (x[:n_val], y[:n_val], w_val),
                               "test": (*test, None)}, batch_size=128, seed=seed)
-    torch.manual_seed(seed)
+    seeding.seed_global(seed, "init")
     model = create_model(MODEL)
     config = TrainConfig(epochs=cfg.epochs, batch_size=128, lr=0.1, schedule="cosine", seed=seed,
                          device=device)
