@@ -35,6 +35,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number >= 0, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -60,7 +70,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast on CPU or GPU")
     g.add_argument("--channels-last", action="store_const", const=True, help="NHWC layout for image models")
     g.add_argument("--patience", type=_positive_int, help="stop after N epochs without a better validation metric")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=_seed)
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
     g.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
 
@@ -107,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--full", action="store_true", help="the full run (default: quick)")
     p.add_argument("--out", type=Path, help="directory (default: runs/NAME[-full])")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="an experiment setting (`divekit list` names those an experiment takes)")
 

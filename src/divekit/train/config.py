@@ -53,7 +53,8 @@ class TrainConfig:
         need(self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
              f"--grad-clip must be a positive finite number, got {self.grad_clip}")
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
-        need(self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}")
+        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"--weight-decay must be a non-negative finite number, got {self.weight_decay}")
         need(self.warmup_steps >= 0, f"--warmup-steps must be non-negative, got {self.warmup_steps}")
         need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.patience is None or self.patience >= 1, f"--patience must be at least 1, got {self.patience}")
