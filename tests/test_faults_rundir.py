@@ -194,3 +194,13 @@ def test_state_is_plain_data_with_its_run_id(tmp_path):
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["run_id"] == json.loads((run / "run.json").read_text())["run_id"]
     assert len(ckpt["digest"]) == 64
+
+
+def test_commands_take_a_run_directory_for_its_best_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train("--epochs", "1", "--out", str(run)) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run), "--split", "val"]) == 0
+    assert "best.pt" in capsys.readouterr().out
+    assert main(["evaluate", "--checkpoint", str(tmp_path)]) == 4
+    one_error_line(capsys, "holding no checkpoint")

@@ -97,13 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="model config value")
     p.add_argument("--limit", type=_positive_int, help="use only the first N training examples")
-    p.add_argument("--out", type=Path, help="run directory (default: runs/MODEL-TIME)")
-    p.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue a run from its checkpoint.pt")
+    p.add_argument("--out", type=Path, help="run directory, absent or empty (default: runs/MODEL-TIME)")
+    p.add_argument("--resume", type=Path, metavar="RUN|CHECKPOINT",
+                   help="continue the run in RUN (or RUN/checkpoint.pt); with --out NEW_DIR, fork a new run "
+                        "from any checkpoint")
     p.add_argument("--no-progress", action="store_true")
     _add_train_flags(p)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a data split")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint, or a run directory (its best.pt)")
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="change a model config value for evaluation (e.g. test_flip, test_shift)")
@@ -194,10 +196,12 @@ def _is_rank0() -> bool:
 def cmd_evaluate(args) -> int:
     from divekit.pipeline import load_trained
 
+    from divekit.train.checkpoint import resolve_checkpoint
+
     spec, model, task, ckpt = load_trained(args.checkpoint, option_pairs=args.option)
     metrics = task.evaluate(model, args.split)
     changed = f", {' '.join(args.option)}" if args.option else ""
-    print(f"{spec.name} ({args.checkpoint}, epoch {ckpt['epoch']}{changed}) on {args.split}: "
+    print(f"{spec.name} ({resolve_checkpoint(args.checkpoint)}, epoch {ckpt['epoch']}{changed}) on {args.split}: "
           + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
 

@@ -37,7 +37,7 @@ from divekit.registry import (
 )
 from divekit.runs import machine_info, new_run_dir, now_iso, write_json
 from divekit.tasks import make_task
-from divekit.train.checkpoint import load_checkpoint, load_model_state
+from divekit.train.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo, setup, teardown
 from divekit.train.rundir import RECORD_FILE, RunDir, RunDirError
@@ -251,13 +251,3 @@ def load_trained(checkpoint: Path, *, data_limit: int | None = None, option_pair
     task = make_task(spec.task, model_config, TrainConfig.from_dict(ckpt["train_config"]), limit=data_limit)
     return spec, model, task, ckpt
 
-
-def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint file, or a run directory's ``best.pt`` (its ``checkpoint.pt`` when there is no best)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.pt", "checkpoint.pt"):
-            if (path / name).is_file():
-                return path / name
-        raise DivekitError(f"'{path}' holds no checkpoint (best.pt or checkpoint.pt)")
-    return path

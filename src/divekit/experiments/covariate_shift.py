@@ -198,8 +198,10 @@ def _fashion(cfg: CovariateShiftConfig, ctx: ExperimentContext) -> dict:
         out["log_pearson"].append(agree["log_pearson"])
         out["mae"].append(agree["relative_mae"])
         weights = clip_and_normalize(estimated, max_ratio=cfg.clip)
-        out["ess"].append(effective_sample_size(weights))
-        out["ess_true"].append(effective_sample_size(true))
+        # The sample size that matters is the training part's: _train holds out the first tenth.
+        n_val = _held_out(split.source[0].shape[0])
+        out["ess"].append(effective_sample_size(weights[n_val:]))
+        out["ess_true"].append(effective_sample_size(true[n_val:]))
         runs = {METHODS[0]: (split.source, None), METHODS[1]: (split.source, weights),
                 METHODS[2]: (split.source, true), METHODS[3]: (split.oracle, None)}
         for method, (data, w) in runs.items():
@@ -207,6 +209,11 @@ def _fashion(cfg: CovariateShiftConfig, ctx: ExperimentContext) -> dict:
             out["accuracy"][method].append(test_acc)
             out["val"][method].append(val_acc)
     return out
+
+
+def _held_out(n: int) -> int:
+    """How many of ``n`` source images (the first ones) are held out for validation."""
+    return n // 10
 
 
 def _estimate_weights(source: torch.Tensor, target: torch.Tensor, l2: float) -> torch.Tensor:
@@ -226,7 +233,7 @@ def _train(data: tuple[torch.Tensor, torch.Tensor], weights: torch.Tensor | None
            device: str) -> tuple[float, float]:
     """Target test accuracy and (weighted) held-out source accuracy of softmax regression."""
     x, y = data
-    n_val = x.shape[0] // 10
+    n_val = _held_out(x.shape[0])
     w_train = None if weights is None else weights[n_val:]
     w_val = None if weights is None else weights[:n_val]
     task = WeightedImageTask({"train": (x[n_val:], y[n_val:], w_train), "val": (x[:n_val], y[:n_val], w_val),

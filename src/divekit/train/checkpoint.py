@@ -85,13 +85,26 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file as given, or for a run directory its ``best.pt`` (else its ``checkpoint.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "checkpoint.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"'{path}' is a directory holding no checkpoint (best.pt or checkpoint.pt)")
+    return path
+
+
 def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None) -> dict[str, Any]:
     """Read a checkpoint safely; raise :class:`CheckpointError` with a one-line reason if it is not one of ours.
+
+    ``path`` may be a run directory: its ``best.pt`` is read (its ``checkpoint.pt`` if it has no best).
 
     Args:
         expect_model: when given, a checkpoint of any other model is refused.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     if not zipfile.is_zipfile(path):  # torch.save always writes a zip archive
