@@ -75,8 +75,9 @@ class BatchNorm(nn.Module):
         count = torch.tensor(0, dtype=torch.long, device=device) if tracked else None
         self.register_buffer("num_batches_tracked", count)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, C, *)`` of an accepted rank -> same shape, normalised per channel."""
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """``input``: ``(B, C, *)`` of an accepted rank -> same shape, normalised per channel."""
+        x = input
         self._check(x)
         reduce_dims = (0, *range(2, x.dim()))  # every axis but the channels
         shape = (1, self.num_features) + (1,) * (x.dim() - 2)  # broadcasts a (C,) vector

@@ -261,10 +261,10 @@ class Conv2d(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, C_in, H, W)`` -> ``(B, C_out, H_out, W_out)``; unbatched ``(C_in, H, W)`` likewise."""
-        unbatched = x.dim() == 3
-        x = x.unsqueeze(0) if unbatched else x
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """``input``: ``(B, C_in, H, W)`` -> ``(B, C_out, H_out, W_out)``; unbatched ``(C_in, H, W)`` likewise."""
+        unbatched = input.dim() == 3
+        x = input.unsqueeze(0) if unbatched else input
         left, right, top, bottom = self._pads
         if self.padding_mode == "zeros" and left == right and top == bottom:
             y = conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)

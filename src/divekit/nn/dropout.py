@@ -67,9 +67,9 @@ class Dropout(nn.Module):
         self.inplace = inplace
         self.generator = generator
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(*)`` -> ``(*)``."""
-        return dropout(x, self.p, self.training, self.inplace, generator=self.generator)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """``input``: ``(*)`` -> ``(*)``."""
+        return dropout(input, self.p, self.training, self.inplace, generator=self.generator)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
