@@ -215,8 +215,13 @@ def outputs_and_gradients(module: nn.Module, inputs: tuple) -> tuple[list[Tensor
     return [o.detach() for o in outputs], input_grads, param_grads
 
 
+TORCH_HAS_BATCHNORM_BIAS = "bias" in inspect.signature(nn.BatchNorm1d.__init__).parameters
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_torch_code_runs_unchanged_on_the_scratch_class(case: Case) -> None:
+    if case.id == "batchnorm1d-no-bias" and not TORCH_HAS_BATCHNORM_BIAS:
+        pytest.skip("this torch's BatchNorm1d has no bias argument")
     torch.manual_seed(0)
     theirs = case.build(nn).double().train(case.train)
     torch.manual_seed(0)
@@ -298,3 +303,21 @@ def test_batchnorm_running_statistics_over_several_steps() -> None:
         torch.testing.assert_close(ours(x), theirs(x), **TOL)
     for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
         torch.testing.assert_close(a, b, **TOL, msg=name)
+
+
+def test_deliberate_differences_are_as_documented() -> None:
+    """Packed sequences are refused with a clear error; a query with every key blocked gets zero
+    weights and a finite output where torch gives NaN."""
+    packed = nn.utils.rnn.pack_padded_sequence(torch.randn(4, 2, 3), torch.tensor([4, 2]))
+    with pytest.raises(TypeError, match="PackedSequence"):
+        dk.GRU(3, 4)(packed)
+    torch.manual_seed(0)
+    theirs = nn.MultiheadAttention(4, 2).double()
+    ours = dk.MultiheadAttention(4, 2).double()
+    transplant(theirs, ours)
+    x = torch.randn(3, 1, 4, dtype=torch.float64)
+    blocked = torch.tensor([[True, True, True]])  # (B, S): the only sequence is all padding
+    out_a, w_a = ours(x, x, x, key_padding_mask=blocked)
+    out_b, _ = theirs(x, x, x, key_padding_mask=blocked)
+    assert torch.isnan(out_b).all() and torch.isfinite(out_a).all()
+    assert torch.equal(w_a, torch.zeros_like(w_a))

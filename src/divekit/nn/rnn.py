@@ -119,10 +119,10 @@ class _Recurrent(nn.Module):
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
-        defaults = {"num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0,
+        defaults = {"nonlinearity": "tanh", "num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0,
                     "bidirectional": False, "proj_size": 0, "fast": True}
         for name, default in defaults.items():
-            if getattr(self, name) != default:
+            if getattr(self, name, default) != default:
                 text += f", {name}={getattr(self, name)}"
         return text
 
@@ -173,14 +173,15 @@ class _Recurrent(nn.Module):
             raise ShapeError(f"input dtype {input.dtype} differs from the parameters' {dtype}")
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
         full: list[Tensor] = []
-        for name, s, expected in zip(("h_0", "c_0"), states, self._state_shapes(x.shape[1])):
+        widths = ("P" if self.proj_size else "H", "H")  # h is P wide with projections, c always H
+        for name, s, expected, width in zip(("h_0", "c_0"), states, self._state_shapes(x.shape[1]), widths):
             if s is None:
                 full.append(x.new_zeros(expected))
                 continue
             if unbatched:
-                check_shape(name, s, (expected[0], expected[2]), "(L*D, H)")
+                check_shape(name, s, (expected[0], expected[2]), f"(L*D, {width})")
                 s = s.unsqueeze(1)
-            check_shape(name, s, expected, "(L*D, B, H)")
+            check_shape(name, s, expected, f"(L*D, B, {width})")
             if s.dtype != dtype:
                 raise ShapeError(f"{name} dtype {s.dtype} differs from the parameters' {dtype}")
             full.append(s)
