@@ -210,8 +210,8 @@ def outputs_and_gradients(module: nn.Module, inputs: tuple) -> tuple[list[Tensor
     functional = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in differentiable)
     params = dict(module.named_parameters())
     grads = torch.autograd.grad(functional, floats + list(params.values()), allow_unused=True) if differentiable else []
-    input_grads = [grad for grad in grads[: len(floats)]]
-    param_grads = dict(zip(params, grads[len(floats):]))
+    input_grads = list(grads[: len(floats)])
+    param_grads = dict(zip(params, grads[len(floats):], strict=True)) if grads else {}
     return [o.detach() for o in outputs], input_grads, param_grads
 
 
@@ -226,7 +226,7 @@ def test_torch_code_runs_unchanged_on_the_scratch_class(case: Case) -> None:
     theirs = case.build(nn).double().train(case.train)
     torch.manual_seed(0)
     ours = case.build(dk).double().train(case.train)
-    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, atol=0, rtol=0, msg=f"{name} differs from the same seed")
     transplant(theirs, ours)
     results = []
@@ -235,14 +235,14 @@ def test_torch_code_runs_unchanged_on_the_scratch_class(case: Case) -> None:
         results.append(outputs_and_gradients(module, inputs))
     (out_a, dx_a, dp_a), (out_b, dx_b, dp_b) = results
     assert len(out_a) == len(out_b) and [o.shape for o in out_a] == [o.shape for o in out_b]
-    for a, b in zip(out_a, out_b):
+    for a, b in zip(out_a, out_b, strict=True):
         torch.testing.assert_close(a, b, **TOL)
-    for a, b in zip(dx_a, dx_b):
+    for a, b in zip(dx_a, dx_b, strict=True):
         torch.testing.assert_close(a, b, **TOL)
     assert list(dp_a) == list(dp_b)
     for name in dp_a:
         torch.testing.assert_close(dp_a[name], dp_b[name], **TOL, msg=f"gradient of {name}")
-    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, **TOL, msg=f"{name} after the step")  # e.g. running statistics
 
 
@@ -301,7 +301,7 @@ def test_batchnorm_running_statistics_over_several_steps() -> None:
     for _ in range(3):
         x = 2 * torch.randn(4, 3, 2, 5, generator=g, dtype=torch.float64) + 1
         torch.testing.assert_close(ours(x), theirs(x), **TOL)
-    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, **TOL, msg=name)
 
 

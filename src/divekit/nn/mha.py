@@ -136,10 +136,10 @@ class MultiheadAttention(nn.Module):
         appended = keys - self._given_keys(keys)  # columns for bias_k and the zero key: never blocked
         keep: Tensor | None = None
         bias: Tensor | None = None
-        for mask, expected in ((key_padding_mask, "kpm"), (attn_mask, "attn")):
+        for mask, kind in ((key_padding_mask, "kpm"), (attn_mask, "attn")):
             if mask is None:
                 continue
-            mask = self._mask_as_scores(mask, expected, batch, heads, queries, keys - appended)
+            mask = self._mask_as_scores(mask, kind, batch, heads, queries, keys - appended)
             mask = F.pad(mask, (0, appended), value=False if mask.dtype == torch.bool else 0.0)
             blocked, extra = blocked_and_bias(mask)
             keep = ~blocked if keep is None else keep & ~blocked
