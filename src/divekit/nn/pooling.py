@@ -190,6 +190,7 @@ class MaxPool2d(nn.Module):
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def forward(self, input: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``input`` ``(B, C, H, W)`` or ``(C, H, W)`` -> ``(B, C, H_out, W_out)`` (and the indices)."""
         return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
                           self.return_indices)
 
@@ -220,6 +221,7 @@ class AvgPool2d(nn.Module):
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """``input`` ``(B, C, H, W)`` or ``(C, H, W)`` -> ``(B, C, H_out, W_out)``."""
         return avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                           self.count_include_pad, self.divisor_override)
 
