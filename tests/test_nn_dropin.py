@@ -288,6 +288,9 @@ def test_dropout_contract_in_training() -> None:
         kept = y != 0
         torch.testing.assert_close(y[kept], x[kept] / 0.7, **TOL)
         assert 0.25 < 1 - kept.double().mean().item() < 0.35
+    for cls in (dk.Dropout, nn.Dropout):
+        with pytest.raises(ValueError):
+            cls(1.5)
     for module in (dk.Dropout(0.3, True), nn.Dropout(0.3, True)):
         z = x.clone()
         assert module(z).data_ptr() == z.data_ptr()

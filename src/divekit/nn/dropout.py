@@ -21,9 +21,13 @@ from torch import nn
 from divekit.errors import DivekitError
 
 
+class DropoutRateError(DivekitError, ValueError):
+    """A rate outside ``[0, 1]``: a user error for the command line, a ``ValueError`` as in torch."""
+
+
 def _check_rate(p: float) -> None:
     if not 0.0 <= p <= 1.0:
-        raise DivekitError(f"dropout rate must be in [0, 1], got {p}")
+        raise DropoutRateError(f"dropout rate must be in [0, 1], got {p}")
 
 
 def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *,
