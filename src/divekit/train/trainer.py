@@ -403,9 +403,18 @@ class Trainer:
 
     @staticmethod
     def _format(record: dict[str, Any]) -> str:
+        """One line per epoch, each figure at a precision that fits it."""
         parts = [f"epoch {record['epoch']}"]
         for key, value in record.items():
-            if key != "epoch" and isinstance(value, float) and not key.endswith("seconds"):
-                parts.append(f"{key} {value:.4g}")
+            if key == "epoch" or not isinstance(value, float) or key.endswith("seconds"):
+                continue
+            if key.endswith("accuracy"):
+                parts.append(f"{key} {value:.2%}")
+            elif key.endswith("per_s"):
+                parts.append(f"{key.replace('_per_s', '/s')} {value:,.0f}")
+            elif key == "lr":
+                parts.append(f"lr {value:.3g}")
+            else:
+                parts.append(f"{key} {value:.4f}")
         parts.append(f"({record['train_seconds']:.1f}s)")
         return "  ".join(parts)
