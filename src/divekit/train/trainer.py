@@ -241,6 +241,8 @@ class Trainer:
         """Train from the current state to ``config.epochs`` epochs."""
         if self.global_step == 0:
             seeding.seed_global(self.config.seed, "dropout")  # a fresh run's dropout stream: its own
+            if self.run_dir is not None and self.dist.is_main:
+                (self.run_dir / "metrics.jsonl").write_text("")  # a fresh run's log starts empty
         loader = self.task.train_loader(self.dist)
         total_steps = self.config.epochs * len(loader)
         start = time.perf_counter()
