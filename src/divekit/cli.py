@@ -298,6 +298,7 @@ def cmd_tour(args) -> int:
     for name in names:
         get_experiment(name)
     out = args.out or runs_root() / ("tour-full" if args.full else "tour")
+    print(_tour_estimate(names, full=args.full), flush=True)
     failed = []
     start = time.perf_counter()
     for k, name in enumerate(names, 1):
@@ -310,10 +311,23 @@ def cmd_tour(args) -> int:
             print(f"    failed: {e}", file=sys.stderr, flush=True)
     report = build_report(collect_results(out), out / "report.html", title="divekit tour")
     print(f"tour: {len(names) - len(failed)}/{len(names)} experiments in {time.perf_counter() - start:.0f}s; "
-          f"report: {report}")
+          f"report: {Path(report).resolve()}")
     if failed:
         raise DivekitError(f"{len(failed)} experiment(s) failed: {', '.join(failed)}")
     return 0
+
+
+def _tour_estimate(names: list[str], *, full: bool) -> str:
+    """One line: how long the tour took when it was last measured, for the experiments asked for."""
+    from divekit.experiments.base import measured_tour_seconds
+
+    record = measured_tour_seconds("full" if full else "quick")
+    if record is None:
+        return f"tour: {len(names)} experiments (no measured duration recorded for this mode)"
+    known = [record["experiments"][n] for n in names if n in record["experiments"]]
+    total = sum(known) * len(names) / max(len(known), 1)
+    return (f"tour: {len(names)} experiments, about {total / 60:.0f} min "
+            f"(measured {record['date']} on {record['machine']})")
 
 
 def cmd_report(args) -> int:
