@@ -34,8 +34,9 @@ always segmented into units of :meth:`BPE.vocabulary`; this is what makes a subw
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from divekit.errors import CheckpointError
@@ -143,6 +144,19 @@ class _PairStats:
                 heapq.heappush(self.heap, _Ranked(c, p))
 
 
+def iter_merges(counts: Mapping[str, int], *, min_frequency: int = 2) -> Iterator[Pair]:
+    """The merges of ``counts`` in learning order, lazily, until no pair occurs ``min_frequency`` times."""
+    stats = _PairStats(counts)
+    while (found := stats.best()) is not None and found[1] >= min_frequency:
+        yield found[0]
+        stats.merge(found[0])
+
+
+def alphabet_of(counts: Mapping[str, int]) -> list[str]:
+    """The distinct characters of the words, sorted."""
+    return sorted({ch for w in counts for ch in w})
+
+
 def learn_bpe(counts: Mapping[str, int], num_merges: int, *, min_frequency: int = 2) -> BPE:
     """Learn up to ``num_merges`` merges from word counts (see the module docstring for the rules).
 
@@ -153,16 +167,14 @@ def learn_bpe(counts: Mapping[str, int], num_merges: int, *, min_frequency: int 
     """
     if num_merges < 0:
         raise ValueError(f"num_merges must be non-negative, got {num_merges}")
-    stats = _PairStats(counts)
-    merges: list[Pair] = []
-    while len(merges) < num_merges:
-        found = stats.best()
-        if found is None or found[1] < min_frequency:
-            break
-        merges.append(found[0])
-        stats.merge(found[0])
-    alphabet = sorted({ch for w in counts if w for ch in w})
-    return BPE(merges, alphabet)
+    merges = list(itertools.islice(iter_merges(counts, min_frequency=min_frequency), num_merges))
+    return BPE(merges, alphabet_of(counts))
+
+
+def unit_token(a: str, b: str) -> str:
+    """The token the merge of ``a`` and ``b`` shows as: ``"ab"`` if it ends a word, else ``"ab@@"``."""
+    unit = a + b
+    return unit[: -len(EOW)] if unit.endswith(EOW) else unit + SEPARATOR
 
 
 class BPE:
@@ -217,10 +229,8 @@ class BPE:
         A character can end a word (``c``) or not (``c@@``); a merged unit ending in ``</w>`` only
         ends a word, any other only starts or continues one.
         """
-        tokens = {ch for ch in self.alphabet} | {ch + SEPARATOR for ch in self.alphabet}
-        for a, b in self.merges:
-            unit = a + b
-            tokens.add(unit[: -len(EOW)] if unit.endswith(EOW) else unit + SEPARATOR)
+        tokens = set(self.alphabet) | {ch + SEPARATOR for ch in self.alphabet}
+        tokens.update(unit_token(a, b) for a, b in self.merges)
         return sorted(tokens)
 
     def outside_alphabet(self, tokens: Iterable[str]) -> list[str]:
