@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from divekit.data.bpe import BPE, SEPARATOR, alphabet_of, iter_merges, unit_token, word_counts
-from divekit.data.fra_eng import RESERVED, Pair
+from divekit.data.fra_eng import RESERVED, Pair, _gc_paused
 from divekit.data.vocab import UNK, Vocab
 from divekit.errors import DivekitError
 
@@ -89,7 +89,8 @@ def learn_joint(train: Sequence[Pair], size: int) -> BPE:
 
 def segment_pairs(pairs: Sequence[Pair], bpe: BPE) -> list[Pair]:
     """Both sides of every pair as subword tokens."""
-    return [(bpe.segment(src), bpe.segment(tgt)) for src, tgt in pairs]
+    with _gc_paused():  # millions of new small lists, none of them cyclic
+        return [(bpe.segment(src), bpe.segment(tgt)) for src, tgt in pairs]
 
 
 def subword_vocab(bpe: BPE, segmented: Sequence[Pair]) -> Vocab:
