@@ -14,7 +14,7 @@ from divekit.errors import DivekitError
 from divekit.models.seq2seq import Seq2SeqConfig, build_seq2seq
 from divekit.models.transformer import TransformerConfig, build_transformer
 from divekit.registry import config_to_dict
-from divekit.tasks.translation import Translation, load_translator
+from divekit.tasks.translation import NoSpecials, Translation, load_translator
 from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo
 from divekit.train.trainer import Trainer
@@ -121,6 +121,23 @@ def test_translate_never_prints_unk_for_the_training_alphabet(subword_checkpoint
     for (src, _), text in zip(task.pairs["val"][:20], outputs):
         if set("".join(src)) <= known:
             assert "<unk>" not in text and "@@" not in text
+
+
+def test_no_specials_renormalises_over_the_other_tokens(subword_checkpoint):
+    task, _ = subword_checkpoint
+    model = build_seq2seq(Seq2SeqConfig(subwords=SIZE, embed_size=8, hidden_size=8, num_layers=1, num_steps=20))
+    banned = [task.tgt_vocab[t] for t in SPECIALS if t != "<eos>"]
+    decoder = NoSpecials(model.eval(), banned)
+    src, src_len = task.arrays["val"][0][:3], task.arrays["val"][1][:3]
+    state = decoder.init_state(src, src_len)
+    log_probs, _ = decoder.step(torch.full((3,), task.tgt_vocab["<bos>"]), state)  # (B, V)
+    assert torch.isneginf(log_probs[:, banned]).all()
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3))
+    raw, _ = model.step(torch.full((3,), task.tgt_vocab["<bos>"]), model.init_state(src, src_len))
+    keep = [i for i in range(SIZE) if i not in banned]
+    # Renormalising keeps the ratios of the allowed tokens: the log-probabilities shift by one constant per row.
+    shift = log_probs[:, keep] - raw[:, keep]
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-5)
 
 
 def test_translate_notes_characters_outside_the_alphabet(subword_checkpoint, capsys):

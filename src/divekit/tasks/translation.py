@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from divekit.data.fra_eng import BOS, EOS, PAD, RESERVED, Pair, build_array, load_pairs, shift_right, split_pairs
 from divekit.data.bpe import BPE, join_subwords
+from divekit.data.fra_eng import BOS, EOS, PAD, RESERVED, Pair, build_array, load_pairs, shift_right, split_pairs
 from divekit.data.subwords import learn_joint, segment_pairs, subword_vocab
 from divekit.data.vocab import UNK, Vocab
 from divekit.decode.beam import decode_batch
@@ -212,12 +212,12 @@ class Translator:
         device = next(self.model.parameters()).device
         order = torch.argsort(src_len, stable=True)
         out: list[tuple[int, ...]] = [()] * len(order)
+        decoder = self.model
+        if self.bpe is not None:
+            decoder = NoSpecials(self.model, [self.tgt_vocab[t] for t in (UNK, PAD, BOS)])
         for chunk in order.split(batch_size):
             s, sl = src[chunk], src_len[chunk]
             s = s[:, : int(sl.max())].to(device)
-            decoder = self.model
-            if self.bpe is not None:
-                decoder = NoSpecials(self.model, [self.tgt_vocab[t] for t in (UNK, PAD, BOS)])
             hyps = decode_batch(decoder, s, sl.to(device), bos=self.tgt_vocab[BOS], eos=self.tgt_vocab[EOS],
                                 max_len=self.num_steps, beam_size=beam_size, alpha=alpha)
             for i, h in zip(chunk.tolist(), hyps):
