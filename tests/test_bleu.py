@@ -17,7 +17,16 @@ from hypothesis import strategies as st
 from sacrebleu.metrics import BLEU
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from divekit.metrics.bleu import SIGNATURE, BleuScore, book_bleu, corpus_bleu, tokenize_13a
+from divekit.metrics.bleu import (
+    SIGNATURE,
+    BleuScore,
+    bleu_signature,
+    book_bleu,
+    corpus_bleu,
+    corpus_bleu_multi,
+    reference_streams,
+    tokenize_13a,
+)
 
 # Words chosen to exercise every 13a rule: digits around . , -, ASCII symbols, SGML entities, the
 # <skipped> marker, words hyphenated at a line end, non-Latin scripts and non-ASCII punctuation.
@@ -302,8 +311,6 @@ def test_book_bleu_no_overlap_is_zero(pred: list[str], label: list[str], k: int)
 
 
 # --- several references per hypothesis ----------------------------------------------------------
-
-from divekit.metrics.bleu import bleu_signature, corpus_bleu_multi, reference_streams  # noqa: E402
 
 
 @st.composite

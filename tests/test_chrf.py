@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from divekit.metrics.bleu import reference_streams
 from divekit.metrics.chrf import ChrfScore, chrf_signature, corpus_chrf
 from tests.test_bleu import grouped_test_corpus, multi_ref_corpus
 
 sacre_metrics = pytest.importorskip("sacrebleu.metrics")
-from divekit.metrics.bleu import reference_streams  # noqa: E402
 
 
 def assert_matches_sacrebleu(hyps, streams, **kwargs) -> ChrfScore:

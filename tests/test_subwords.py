@@ -9,7 +9,13 @@ import torch
 
 from divekit.cli import main
 from divekit.data.bpe import join_subwords, word_counts
-from divekit.data.subwords import SPECIALS, learn_joint, learn_to_size, segment_pairs, subword_vocab
+from divekit.data.subwords import (
+    SPECIALS,
+    learn_joint,
+    learn_to_size,
+    segment_pairs,
+    subword_vocab,
+)
 from divekit.errors import DivekitError
 from divekit.models.seq2seq import Seq2SeqConfig, build_seq2seq
 from divekit.models.transformer import TransformerConfig, build_transformer

@@ -79,7 +79,7 @@ def _merge_word(symbols: list[str], pair: Pair) -> list[str]:
 
 
 def _pair_counts(symbols: list[str]) -> Counter[Pair]:
-    return Counter(zip(symbols, symbols[1:]))
+    return Counter(itertools.pairwise(symbols))
 
 
 class _Ranked:
@@ -126,10 +126,10 @@ class _PairStats:
             new = _merge_word(old, pair)
             self.words[j] = new
             word_delta: dict[Pair, int] = {}
-            for p in zip(old, old[1:]):
+            for p in itertools.pairwise(old):
                 word_delta[p] = word_delta.get(p, 0) - 1
-            new_pairs = set(zip(new, new[1:]))
-            for p in zip(new, new[1:]):
+            new_pairs = set(itertools.pairwise(new))
+            for p in itertools.pairwise(new):
                 word_delta[p] = word_delta.get(p, 0) + 1
             freq = self.freqs[j]
             for p, k in word_delta.items():
@@ -204,7 +204,7 @@ class BPE:
             return cached
         symbols = _initial_symbols(word)
         while len(symbols) > 1:
-            ranked = [(self.ranks[p], p) for p in zip(symbols, symbols[1:]) if p in self.ranks]
+            ranked = [(self.ranks[p], p) for p in itertools.pairwise(symbols) if p in self.ranks]
             if not ranked:
                 break
             symbols = _merge_word(symbols, min(ranked)[1])

@@ -29,7 +29,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from divekit.data.bpe import BPE, SEPARATOR, alphabet_of, iter_merges, unit_token, word_counts
+from divekit.data.bpe import (
+    BPE,
+    SEPARATOR,
+    alphabet_of,
+    iter_merges,
+    unit_token,
+    word_counts,
+)
 from divekit.data.fra_eng import RESERVED, Pair, _gc_paused
 from divekit.data.vocab import UNK, Vocab
 from divekit.errors import DivekitError

@@ -118,8 +118,7 @@ def _sentence_stats(hyp: list[str], refs: list[list[str]]) -> tuple[list[int], l
     ref_counts: Counter[tuple[str, ...]] = Counter()
     for ref in refs:
         for gram, count in _ngrams(ref, MAX_ORDER).items():
-            if count > ref_counts[gram]:
-                ref_counts[gram] = count  # the most any single reference allows
+            ref_counts[gram] = max(ref_counts[gram], count)  # the most any single reference allows
     matches = [0] * MAX_ORDER
     for gram, count in _ngrams(hyp, MAX_ORDER).items():
         # Clipping: a hypothesis n-gram is credited at most as often as a reference holds it.

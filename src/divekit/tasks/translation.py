@@ -44,7 +44,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from divekit.data.bpe import BPE, join_subwords
-from divekit.data.fra_eng import BOS, EOS, PAD, RESERVED, Pair, build_array, load_pairs, shift_right, split_pairs
+from divekit.data.fra_eng import (
+    BOS,
+    EOS,
+    PAD,
+    RESERVED,
+    Pair,
+    build_array,
+    load_pairs,
+    shift_right,
+    split_pairs,
+)
 from divekit.data.subwords import learn_joint, segment_pairs, subword_vocab
 from divekit.data.vocab import UNK, Vocab
 from divekit.decode.beam import decode_batch
