@@ -204,3 +204,22 @@ def test_joining_undoes_segmentation_of_the_toy_corpus():
     bpe = learn_joint(TOY, 45)
     for src, tgt in TOY:
         assert join_subwords(bpe.segment(src)) == src and join_subwords(bpe.segment(tgt)) == tgt
+
+
+def test_a_subword_seq2seq_learns_the_phrasebook_exactly(tmp_path):
+    from tests.test_translate_cli import phrasebook
+
+    torch.manual_seed(0)
+    pairs = phrasebook()
+    bpe = learn_joint(pairs, 70)
+    assert any(tok.endswith("@@") for src, tgt in pairs for tok in bpe.segment(src + tgt))  # words really split
+    config = Seq2SeqConfig(subwords=70, embed_size=32, hidden_size=64, num_steps=16, dropout=0.0)
+    task = Translation(src_vocab_size=70, tgt_vocab_size=70, num_steps=16, batch_size=16,
+                       splits=(pairs, pairs[:20], pairs[:20]), subwords=70)
+    trainer = Trainer(build_seq2seq(config), task, TrainConfig(epochs=15, lr=0.01, optimizer="adam", grad_clip=1.0),
+                      model_name="seq2seq", model_config=config_to_dict(config), run_dir=tmp_path, progress=False,
+                      log=lambda *_: None)
+    trainer.fit()
+    assert trainer.best_value == pytest.approx(100.0)  # BLEU on the joined words
+    translator, _ = load_translator(tmp_path / "best.pt")
+    assert translator.translate([src for src, _ in pairs[:20]]) == [" ".join(tgt) for _, tgt in pairs[:20]]
