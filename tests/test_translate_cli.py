@@ -50,9 +50,10 @@ def checkpoint(tmp_path_factory) -> Path:
     return run / "best.pt"
 
 
-def translate(capsys, *args: str, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
+def translate(capsys, *args: str, stdin: str | bytes | None = None, monkeypatch=None) -> tuple[int, str, str]:
     if stdin is not None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        raw = stdin.encode() if isinstance(stdin, str) else stdin
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
     code = main(["translate", *args])
     out, err = capsys.readouterr()
     return code, out, err
@@ -84,6 +85,16 @@ def test_stdin_mode_and_unknown_word_note(checkpoint, capsys, monkeypatch):
                                monkeypatch=monkeypatch)
     assert code == 0 and out.split("\n")[0] == "tom est prêt ."
     assert "note: line 2: not in the vocabulary, read as <unk>: sleepy" in err
+
+
+def test_invalid_utf8_is_refused_alike_from_stdin_and_from_a_file(checkpoint, capsys, monkeypatch, tmp_path):
+    bad = b"he is calm .\n\xff\xfe tired .\n"
+    code, out, err = translate(capsys, "--checkpoint", str(checkpoint), stdin=bad, monkeypatch=monkeypatch)
+    assert code == 2 and out == "" and "not valid UTF-8" in err and err.count("\n") == 1
+    path = tmp_path / "bad.txt"
+    path.write_bytes(bad)
+    code, out, err = translate(capsys, "--checkpoint", str(checkpoint), "--file", str(path))
+    assert code == 2 and out == "" and "utf-8" in err.lower() and err.count("\n") == 1
 
 
 def test_single_sentence_refusals_are_one_line_errors(checkpoint, capsys):

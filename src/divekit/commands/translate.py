@@ -75,7 +75,12 @@ def _lines(args) -> tuple[list[str], bool]:
             raise DivekitError("give either a sentence or --file, not both")
         return [args.sentence], False
     if args.file is None or str(args.file) == "-":
-        return sys.stdin.read().splitlines(), True
+        # Bytes, decoded strictly: the same rule as for a file (Python's own stdin would let
+        # invalid UTF-8 through as escape characters in some locales).
+        try:
+            return sys.stdin.buffer.read().decode("utf-8").splitlines(), True
+        except UnicodeDecodeError as e:
+            raise DivekitError(f"standard input is not valid UTF-8 text (byte {e.start}); translate UTF-8 text") from None
     try:
         return args.file.read_text(encoding="utf-8").splitlines(), True
     except (OSError, UnicodeDecodeError) as e:
