@@ -171,3 +171,17 @@ def test_no_held_out_sentence_is_in_the_pretraining_text():
     assert len(pieces["train"]) > 100_000
     for split in ("val", "test"):
         assert not train.intersection(tuple(p) for p in pieces[split]), split
+
+
+@pytest.mark.skipif(data_dir_with("fra-eng.zip") is None or data_dir_with("timemachine.txt") is None,
+                    reason="fra-eng.zip or The Time Machine not found")
+def test_divekit_train_bert_runs_on_the_real_text(tmp_path, capsys):
+    from divekit.cli import main
+
+    tiny = ["-o", "d_model=16", "-o", "num_heads=2", "-o", "layers=1", "-o", "ffn_hidden=32", "-o", "vocab_size=500"]
+    assert main(["train", "bert", "--epochs", "1", "--limit", "300", "--threads", "1", *tiny,
+                 "--out", str(tmp_path / "bert")]) == 0
+    out = capsys.readouterr().out
+    assert "bert: test_loss" in out and "test_accuracy" in out and (tmp_path / "bert" / "best.pt").is_file()
+    assert main(["train", "bert", "-o", "vocab_size=100000", "--epochs", "1"]) == 2
+    assert "vocab_size must lie in" in capsys.readouterr().err

@@ -32,7 +32,7 @@ SEGMENTS = 2  # sentence A and sentence B
 
 @dataclass(frozen=True)
 class BERTConfig:
-    vocab_size: int = 10_000  # most frequent words of the pretraining text, specials included
+    vocab_size: int = 8_000  # most frequent training words (9,673 are seen twice or more), specials included
     max_len: int = 64  # positions with a learned embedding
     d_model: int = 128  # width of every position's vector
     num_heads: int = 4  # D/H = 32 dimensions per head
