@@ -194,11 +194,12 @@ def build(config: GPTConfig) -> GPT:
     return GPT(config)
 
 
-# About ten minutes on 2 CPU cores: AdamW with a short warm-up and cosine decay, as nanoGPT trains
-# its character model; weight decay 0.1 and dropout 0.1 keep the 0.8M parameters from memorising
-# the 139k-character block.
-_RECIPE = {"epochs": 20, "batch_size": 32, "lr": 2e-3, "optimizer": "adamw", "weight_decay": 0.1,
-           "schedule": "cosine", "warmup_steps": 100, "grad_clip": 1.0}
+# Sized for about ten minutes on this 2-core CPU: AdamW with a short warm-up and cosine decay, as
+# nanoGPT trains its character model; weight decay 0.1 and dropout 0.1 keep the 0.8M parameters from
+# memorising the 139k-character block. bf16 autocast: a training step of (32, 128) took 0.36 s
+# against 0.55 s in fp32 on one thread.
+_RECIPE = {"epochs": 40, "batch_size": 32, "lr": 2e-3, "optimizer": "adamw", "weight_decay": 0.1,
+           "schedule": "cosine", "warmup_steps": 100, "grad_clip": 1.0, "precision": "bf16"}
 
 register_model("gpt-lm", config=GPTConfig, task="timemachine", chapter="attention",
                description="GPT (pre-norm causal Transformer) character language model on The Time Machine",
