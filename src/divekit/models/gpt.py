@@ -10,7 +10,7 @@ F feed-forward width, L blocks, V vocabulary, ``max_len`` the context window.
 
 The attention, feed-forward network and positional table are the tested blocks of ``divekit.nn``;
 a block here only arranges them pre-norm (LayerNorm before each sublayer, the residual stream left
-untouched), which trains deep stacks without warm-up tricks. :meth:`GPTBlock.load_from_torch`
+untouched), which keeps the gradients of a deep stack well scaled (Xiong et al., 2020). :meth:`GPTBlock.load_from_torch`
 copies a ``torch.nn.TransformerEncoderLayer(norm_first=True)``, which computes the same block.
 
 The recurrent language models' contract, ``model(tokens, state) -> (logits, state)``, holds here

@@ -39,7 +39,7 @@ PAD, CLS, SEP, MASK = "<pad>", "<cls>", "<sep>", "<mask>"
 RESERVED = (PAD, CLS, SEP, MASK)
 FIRST_WORD = 1 + len(RESERVED)  # index of the first ordinary word: <unk> is 0, the reserved follow
 PIECE_WORDS = 16  # The Time Machine's cleaned text has no sentence ends: fixed-length pieces instead
-EVAL_SEED = 12345  # the fixed masking of the validation and test examples
+EVAL_SEED = 12345  # the fixed masking of the validation and test examples: the same every evaluation
 Examples = tuple[Tensor, Tensor, Tensor]  # tokens (n, T), segments (n, T), valid_lens (n,)
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # inputs (B, T), segments (B, T), valid_lens (B,), labels (B, T)
 
@@ -146,39 +146,53 @@ def real_pieces() -> dict[str, list[list[str]]]:
 # --- the task -----------------------------------------------------------------------------------
 
 
-class MaskedBatches:
-    """Shuffled minibatches of examples, masked afresh; a pure function of ``(seed, epoch)``.
+class ExampleBatches:
+    """Minibatches of example rows ``(tokens (n, T), segments (n, T), valid_lens (n,), *more)``.
 
-    Each batch is trimmed to its longest example. Under data parallelism each rank takes every
-    ``world_size``-th batch.
+    Shuffled by a generator seeded from ``(seed, epoch)`` (so a resumed run sees the same batches)
+    or kept in order; every two-dimensional tensor is trimmed to the batch's longest example.
+    Under data parallelism each rank takes every ``world_size``-th batch.
     """
 
-    def __init__(self, examples: Examples, vocab_size: int, mask_id: int, *, batch_size: int, rate: float,
-                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        self.examples, self.vocab_size, self.mask_id = examples, vocab_size, mask_id
-        self.batch_size, self.rate, self.seed = batch_size, rate, seed
+    def __init__(self, arrays: tuple[Tensor, ...], batch_size: int, *, seed: int = 0, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.arrays, self.batch_size, self.seed, self.shuffle = arrays, batch_size, seed, shuffle
         self.rank, self.world_size, self.epoch = rank, world_size, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return len(range(self.rank, -(-self.examples[0].shape[0] // self.batch_size), self.world_size))
+    def epoch_seed(self) -> int:
+        return self.seed * 1_000_003 + self.epoch
 
-    def __iter__(self) -> Iterator[Batch]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.examples[0].shape[0], generator=g)
+    def __len__(self) -> int:
+        return len(range(self.rank, -(-self.arrays[0].shape[0] // self.batch_size), self.world_size))
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        n = self.arrays[0].shape[0]
+        g = torch.Generator().manual_seed(self.epoch_seed())
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         for k, idx in enumerate(order.split(self.batch_size)):
             if k % self.world_size == self.rank:
-                yield self.masked(idx, g)
+                rows = [t[idx] for t in self.arrays]
+                width = int(rows[2].max())
+                yield tuple(r[:, :width] if r.dim() == 2 else r for r in rows)
 
-    def masked(self, idx: Tensor, generator: torch.Generator) -> Batch:
-        tokens, segments, valid = (t[idx] for t in self.examples)
-        width = int(valid.max())
-        tokens, segments = tokens[:, :width], segments[:, :width]
-        inputs, labels = mask_tokens(tokens, maskable_positions(tokens), mask_id=self.mask_id, first_word=FIRST_WORD,
-                                     vocab_size=self.vocab_size, rate=self.rate, generator=generator)
-        return inputs, segments, valid, labels
+
+class MaskedBatches(ExampleBatches):
+    """:class:`ExampleBatches` of ``(inputs, segments, valid_lens, labels)``, masked afresh by :func:`mask_tokens`."""
+
+    def __init__(self, examples: Examples, vocab_size: int, mask_id: int, *, rate: float, **batching) -> None:
+        super().__init__(examples, **batching)
+        self.vocab_size, self.mask_id, self.rate = vocab_size, mask_id, rate
+
+    def __iter__(self) -> Iterator[Batch]:
+        g = torch.Generator().manual_seed(self.epoch_seed() + 2**31)  # the masking draws: a stream of their own
+        for tokens, segments, valid in super().__iter__():
+            inputs, labels = mask_tokens(tokens, maskable_positions(tokens), mask_id=self.mask_id,
+                                         first_word=FIRST_WORD, vocab_size=self.vocab_size, rate=self.rate,
+                                         generator=g)
+            yield inputs, segments, valid, labels
 
 
 class MaskedLMTask:
@@ -209,13 +223,12 @@ class MaskedLMTask:
             self.examples["train"] = tuple(t[keep] for t in self.examples["train"])
         self.mask_id = self.vocab[MASK]
 
-    def _batches(self, split: str, batch_size: int, seed: int, dist: DistInfo | None = None) -> MaskedBatches:
-        rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
-        return MaskedBatches(self.examples[split], len(self.vocab), self.mask_id, batch_size=batch_size,
-                             rate=self.mask_rate, seed=seed, rank=rank, world_size=world)
+    def _batches(self, split: str, **batching) -> MaskedBatches:
+        return MaskedBatches(self.examples[split], len(self.vocab), self.mask_id, rate=self.mask_rate, **batching)
 
     def train_loader(self, dist: DistInfo) -> MaskedBatches:
-        return self._batches("train", self.batch_size, self.seed, dist)
+        return self._batches("train", batch_size=self.batch_size, seed=self.seed, rank=dist.rank,
+                             world_size=dist.world_size)
 
     def start_epoch(self, model: nn.Module, epoch: int) -> None:
         pass
@@ -235,7 +248,7 @@ class MaskedLMTask:
         model.eval()
         device = next(model.parameters()).device
         total, correct, count = 0.0, 0, 0
-        for batch in self._batches(split, self.eval_batch_size, EVAL_SEED):  # the same masking every time
+        for batch in self._batches(split, batch_size=self.eval_batch_size, seed=EVAL_SEED, shuffle=False):
             inputs, segments, valid, labels = (t.to(device) for t in batch)
             chosen = labels != IGNORE_INDEX
             logits = model(inputs, segments, valid, masked=chosen).float()

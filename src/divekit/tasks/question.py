@@ -12,7 +12,7 @@ all training sentences (unlabelled text costs no label budget). Metrics: cross-e
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from divekit.data.vocab import Vocab
 from divekit.errors import DataError
 from divekit.tasks import register_task
-from divekit.tasks.masked_lm import CLS, PAD, SEP, distinct, make_vocab
+from divekit.tasks.masked_lm import CLS, PAD, SEP, ExampleBatches, distinct, make_vocab
 from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo
 from divekit.train.task import StepOutput
@@ -52,31 +52,6 @@ def encode(labelled: Labelled, vocab: Vocab, num_steps: int) -> Batch:
     return tokens, torch.zeros_like(tokens), valid, labels
 
 
-class Batches:
-    """Shuffled minibatches trimmed to their longest sentence; the order is a pure function of ``(seed, epoch)``."""
-
-    def __init__(self, arrays: Batch, batch_size: int, *, seed: int = 0, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
-        self.arrays, self.batch_size, self.seed, self.shuffle = arrays, batch_size, seed, shuffle
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(range(self.rank, -(-self.arrays[0].shape[0] // self.batch_size), self.world_size))
-
-    def __iter__(self) -> Iterator[Batch]:
-        n = self.arrays[0].shape[0]
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
-        for k, idx in enumerate(order.split(self.batch_size)):
-            if k % self.world_size == self.rank:
-                tokens, segments, valid, labels = (t[idx] for t in self.arrays)
-                width = int(valid.max())
-                yield tokens[:, :width], segments[:, :width], valid, labels
-
-
 class QuestionTask:
     """Cross-entropy on question/statement labels; loss and accuracy on held-out sentences.
 
@@ -104,9 +79,9 @@ class QuestionTask:
         self.num_steps, self.batch_size, self.seed, self.limit = num_steps, batch_size, seed, limit
         self.arrays = {split: encode(pairs, self.vocab, num_steps) for split, pairs in labelled.items()}
 
-    def train_loader(self, dist: DistInfo) -> Batches:
-        return Batches(self.arrays["train"], self.batch_size, seed=self.seed, rank=dist.rank,
-                       world_size=dist.world_size)
+    def train_loader(self, dist: DistInfo) -> ExampleBatches:
+        return ExampleBatches(self.arrays["train"], self.batch_size, seed=self.seed, rank=dist.rank,
+                              world_size=dist.world_size)
 
     def start_epoch(self, model: nn.Module, epoch: int) -> None:
         pass
@@ -123,7 +98,7 @@ class QuestionTask:
         model.eval()
         device = next(model.parameters()).device
         total, correct, count = 0.0, 0, 0
-        for batch in Batches(self.arrays[split], 512, shuffle=False):
+        for batch in ExampleBatches(self.arrays[split], 512, shuffle=False):
             tokens, segments, valid, labels = (t.to(device) for t in batch)
             logits = model(tokens, segments, valid).float()
             total += F.cross_entropy(logits, labels, reduction="sum").item()
