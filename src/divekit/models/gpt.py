@@ -194,10 +194,11 @@ def build(config: GPTConfig) -> GPT:
     return GPT(config)
 
 
-# Sized for about ten minutes on this 2-core CPU: AdamW with a short warm-up and cosine decay, as
-# nanoGPT trains its character model; weight decay 0.1 and dropout 0.1 keep the 0.8M parameters from
-# memorising the 139k-character block. bf16 autocast: a training step of (32, 128) took 0.36 s
-# against 0.55 s in fp32 on one thread.
+# AdamW with a short warm-up and cosine decay, as nanoGPT trains its character model; weight decay
+# 0.1 and dropout 0.1 because 40 epochs pass over the same 139k characters many times. bf16
+# autocast: a (32, 128) training step took 0.36 s against 0.55 s in fp32 on one thread. Sizing: at
+# that speed an epoch (33 batches) plus its evaluation takes about 15 s, so 40 epochs about ten
+# minutes on one idle core; with the CPU shared, 12 epochs took 272 s (docs/results/attention.md).
 _RECIPE = {"epochs": 40, "batch_size": 32, "lr": 2e-3, "optimizer": "adamw", "weight_decay": 0.1,
            "schedule": "cosine", "warmup_steps": 100, "grad_clip": 1.0, "precision": "bf16"}
 

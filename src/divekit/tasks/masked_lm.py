@@ -2,15 +2,16 @@
 
 Text: the English side of the fra-eng *training* split (distinct sentences; the split is grouped by
 English source, so no validation or test sentence is trained on) and The Time Machine's training
-block cut into 16-word pieces. Validation and test take the same two sources' held-out parts. The
-vocabulary holds the ``vocab_size`` most frequent training words seen at least twice.
+block cut into 16-word pieces (letters only: the book's cleaned text keeps no punctuation).
+Validation and test take the same two sources' held-out parts. The vocabulary holds the
+``vocab_size`` most frequent training words seen at least twice.
 
 An example joins two consecutive pieces A, B as ``<cls> A <sep> B <sep>`` (segments 0 then 1),
 longer piece cut first until ``num_steps`` tokens fit. Masking (:func:`mask_tokens`, Devlin et
 al. 2019): each ordinary token is chosen with probability ``mask_rate``; a chosen token becomes
 ``<mask>`` with probability 0.8, a random ordinary word with 0.1, and stays as it is with 0.1.
 The special tokens and ``<unk>`` are never chosen. Training draws a fresh masking for every batch
-(from the seed, epoch and batch number); evaluation uses one fixed masking per split, so its
+(a random stream of its own, seeded from the seed and epoch); evaluation uses one fixed masking per split, so its
 figures compare across epochs. Metrics: mean cross-entropy over the chosen tokens (``loss``),
 ``perplexity``, and ``accuracy``, the fraction of chosen tokens predicted exactly.
 """
