@@ -155,6 +155,22 @@ def test_pretraining_learns_the_masked_words_of_a_repeated_sentence(tmp_path):
     assert after["loss"] < 0.5 * before["loss"] and after["accuracy"] > 0.5, (before, after)
 
 
+def test_ranks_share_each_global_batch_and_mask_their_shares_independently():
+    from divekit.tasks.masked_lm import ExampleBatches, MaskedBatches
+
+    n, width = 21, 12
+    tokens = torch.arange(FIRST_WORD, FIRST_WORD + n * width).view(n, width)
+    examples = (tokens, torch.zeros_like(tokens), torch.full((n,), width))
+    whole = [b[0] for b in ExampleBatches(examples, 8, seed=3)]
+    shares = [[b[0] for b in ExampleBatches(examples, 8, seed=3, rank=r, world_size=2)] for r in (0, 1)]
+    assert len(ExampleBatches(examples, 8, world_size=2)) == 3 == len(whole)
+    for k, batch in enumerate(whole):
+        assert torch.equal(torch.cat([shares[0][k], shares[1][k]]), batch)
+    masked = [next(iter(MaskedBatches(examples, 400, 4, rate=0.5, batch_size=20, rank=r, world_size=2)))[3]
+              for r in (0, 1)]
+    assert not torch.equal(masked[0] != IGNORE_INDEX, masked[1] != IGNORE_INDEX)
+
+
 def _dist():
     from divekit.train.distributed import DistInfo
 

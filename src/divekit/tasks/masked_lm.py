@@ -152,7 +152,7 @@ class ExampleBatches:
 
     Shuffled by a generator seeded from ``(seed, epoch)`` (so a resumed run sees the same batches)
     or kept in order; every two-dimensional tensor is trimmed to the batch's longest example.
-    Under data parallelism each rank takes every ``world_size``-th batch.
+    ``batch_size`` is the global batch: under data parallelism each rank takes its contiguous share.
     """
 
     def __init__(self, arrays: tuple[Tensor, ...], batch_size: int, *, seed: int = 0, shuffle: bool = True,
@@ -167,17 +167,19 @@ class ExampleBatches:
         return self.seed * 1_000_003 + self.epoch
 
     def __len__(self) -> int:
-        return len(range(self.rank, -(-self.arrays[0].shape[0] // self.batch_size), self.world_size))
+        return -(-self.arrays[0].shape[0] // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         n = self.arrays[0].shape[0]
         g = torch.Generator().manual_seed(self.epoch_seed())
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
-        for k, idx in enumerate(order.split(self.batch_size)):
-            if k % self.world_size == self.rank:
-                rows = [t[idx] for t in self.arrays]
-                width = int(rows[2].max())
-                yield tuple(r[:, :width] if r.dim() == 2 else r for r in rows)
+        for idx in order.split(self.batch_size):
+            if idx.numel() < self.world_size:  # too small to give every rank a row: all ranks skip it
+                continue
+            idx = idx.tensor_split(self.world_size)[self.rank]
+            rows = [t[idx] for t in self.arrays]
+            width = int(rows[2].max())
+            yield tuple(r[:, :width] if r.dim() == 2 else r for r in rows)
 
 
 class MaskedBatches(ExampleBatches):
@@ -188,7 +190,8 @@ class MaskedBatches(ExampleBatches):
         self.vocab_size, self.mask_id, self.rate = vocab_size, mask_id, rate
 
     def __iter__(self) -> Iterator[Batch]:
-        g = torch.Generator().manual_seed(self.epoch_seed() + 2**31)  # the masking draws: a stream of their own
+        # The masking draws: a stream of their own, and each rank's differs, so shares are masked independently.
+        g = torch.Generator().manual_seed(2**40 + self.epoch_seed() * 1024 + self.rank)
         for tokens, segments, valid in super().__iter__():
             inputs, labels = mask_tokens(tokens, maskable_positions(tokens), mask_id=self.mask_id,
                                          first_word=FIRST_WORD, vocab_size=self.vocab_size, rate=self.rate,
