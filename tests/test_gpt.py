@@ -160,3 +160,28 @@ def test_one_batch_is_memorised():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0], losses[::30]
+
+
+def test_the_language_model_task_drives_gpt_with_a_carried_context():
+    from divekit.data.timemachine import build_lm_data
+    from divekit.tasks.language_model import LanguageModelTask
+    from divekit.train.distributed import DistInfo
+
+    data = build_lm_data("the time traveller for so it will be convenient to speak of him " * 20, "char")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "vocab_size": len(data.vocab), "num_steps": 6, "sequential": True}))
+    model.eval()  # no dropout, so the reference below is exact
+    task = LanguageModelTask(batch_size=3, num_steps=6, sequential=True, data=data)
+    first, second = list(task.train_loader(DistInfo()))[:2]
+    task.start_epoch(model, 0)
+    task.step(model, first)
+    assert not any(t.requires_grad for t in task._state)  # gradients stop at the window boundary
+    out = task.step(model, second)
+    # Reference: both windows in one call, scored on the second; 12 characters slide the window of 8.
+    logits, _ = model(torch.cat([first[0], second[0]], 1))
+    ref = F.cross_entropy(logits[:, 6:].reshape(-1, logits.shape[-1]), second[1].reshape(-1))
+    torch.testing.assert_close(out.loss, ref)
+    out.loss.backward()
+    assert model.embed.weight.grad is not None
+    metrics = task.evaluate(model, "val")
+    assert metrics["perplexity"] > 1 and set(metrics) >= {"loss", "perplexity", "bits_per_char"}
