@@ -60,6 +60,9 @@ def example_input(task: str, config: Any, batch: int = 1) -> torch.Tensor | tupl
         src = torch.randint(4, config.src_vocab_size, (batch, steps), generator=g)
         dec = torch.randint(4, config.tgt_vocab_size, (batch, steps), generator=g)
         return src, torch.full((batch,), steps), dec
+    if task in ("masked-lm", "eng-question"):
+        tokens = torch.randint(5, config.vocab_size, (batch, config.num_steps), generator=g)
+        return tokens, torch.zeros_like(tokens), torch.full((batch,), config.num_steps)
     size = getattr(config, "resolution", 28)
     return torch.zeros(batch, 1, size, size)
 
