@@ -116,7 +116,8 @@ def _open_run_dir(name: str, plan: _Plan, dist: DistInfo) -> RunDir | None:
             if plan.ckpt.get("run_id") != run.run_id:
                 run.release()
                 raise RunDirError(
-                    f"'{plan.source}' belongs to run {plan.ckpt.get('run_id')}, but its directory holds run {run.run_id}"
+                    f"'{plan.source}' belongs to run {plan.ckpt.get('run_id')}, but its directory holds "
+                    f"run {run.run_id}"
                 )
         else:
             forked = None

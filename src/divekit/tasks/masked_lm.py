@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from divekit import seeding
 from divekit.data.timemachine import IGNORE_INDEX
 from divekit.data.vocab import Vocab
 from divekit.errors import CheckpointError, DataError, DivekitError
@@ -163,15 +164,12 @@ class ExampleBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def epoch_seed(self) -> int:
-        return self.seed * 1_000_003 + self.epoch
-
     def __len__(self) -> int:
         return -(-self.arrays[0].shape[0] // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         n = self.arrays[0].shape[0]
-        g = torch.Generator().manual_seed(self.epoch_seed())
+        g = seeding.generator(self.seed, "order", self.epoch)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         for idx in order.split(self.batch_size):
             if idx.numel() < self.world_size:  # too small to give every rank a row: all ranks skip it
@@ -190,8 +188,9 @@ class MaskedBatches(ExampleBatches):
         self.vocab_size, self.mask_id, self.rate = vocab_size, mask_id, rate
 
     def __iter__(self) -> Iterator[Batch]:
-        # The masking draws: a stream of their own, and each rank's differs, so shares are masked independently.
-        g = torch.Generator().manual_seed(2**40 + self.epoch_seed() * 1024 + self.rank)
+        # The masking draws: the run's augmentation stream, one per (epoch, rank), so shares are masked
+        # independently and a resumed run masks exactly as an uninterrupted one.
+        g = seeding.generator(self.seed, "augment", self.epoch, self.rank)
         for tokens, segments, valid in super().__iter__():
             inputs, labels = mask_tokens(tokens, maskable_positions(tokens), mask_id=self.mask_id,
                                          first_word=FIRST_WORD, vocab_size=self.vocab_size, rate=self.rate,
@@ -222,7 +221,7 @@ class MaskedLMTask:
         self.seed, self.limit, self.eval_batch_size = seed, limit, eval_batch_size
         self.examples = {split: build_examples(p, self.vocab, num_steps) for split, p in pieces.items()}
         if limit is not None and limit < self.examples["train"][0].shape[0]:
-            g = torch.Generator().manual_seed(seed)
+            g = seeding.generator(seed, "data")
             keep = torch.randperm(self.examples["train"][0].shape[0], generator=g)[:limit].sort().values
             self.examples["train"] = tuple(t[keep] for t in self.examples["train"])
         self.mask_id = self.vocab[MASK]
@@ -283,7 +282,7 @@ def make(model_config: Any, train_config: TrainConfig, *, limit: int | None = No
 def load_bert(path: str | os.PathLike) -> tuple[nn.Module, Vocab, dict[str, Any]]:
     """The pretrained model of a ``masked-lm`` checkpoint (eval mode) and its vocabulary; reads no dataset."""
     from divekit.registry import get_model
-    from divekit.train.pipeline import model_config_from_dict
+    from divekit.registry import model_config_from_dict
 
     ckpt = load_checkpoint(path)
     if ckpt.get("task") != TASK_NAME:

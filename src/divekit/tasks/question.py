@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from divekit import seeding
 from divekit.data.vocab import Vocab
 from divekit.errors import DataError
 from divekit.tasks import register_task
@@ -74,7 +75,7 @@ class QuestionTask:
         # From all training sentences, labelled or not: the model's shape must not depend on the budget.
         self.vocab = vocab if vocab is not None else make_vocab([w for w, _ in labelled["train"]], vocab_size)
         if limit is not None and limit < len(labelled["train"]):
-            keep = sorted(random.Random(seed).sample(range(len(labelled["train"])), limit))
+            keep = sorted(random.Random(seeding.stream_seed(seed, "data")).sample(range(len(labelled["train"])), limit))
             labelled["train"] = [labelled["train"][i] for i in keep]
         self.num_steps, self.batch_size, self.seed, self.limit = num_steps, batch_size, seed, limit
         self.arrays = {split: encode(pairs, self.vocab, num_steps) for split, pairs in labelled.items()}
