@@ -39,8 +39,8 @@ def run(ctx) -> dict:
         hist = r["history"]
         label = f"{name} ({impl})"
         train_ppl = [math.exp(h["train_loss"]) for h in hist]
-        series[f"{label} train"] = (range(1, len(hist) + 1), train_ppl)
-        series[f"{label} val"] = (range(1, len(hist) + 1), [h["val_perplexity"] for h in hist])
+        series[label, "train"] = (range(1, len(hist) + 1), train_ppl)
+        series[label, "validation"] = (range(1, len(hist) + 1), [h["val_perplexity"] for h in hist])
         test = r["test"]
         rows.append([label, r["parameters"], round(train_ppl[-1], 3), round(min(h["val_perplexity"] for h in hist), 3),
                      round(test["test_perplexity"], 3), round(test["test_bits_per_char"], 3),

@@ -98,7 +98,7 @@ def run(ctx: ExperimentContext) -> dict:
     _weights_plot(ctx.path("weights.png"), example)
     line_plot(ctx.path("error_vs_n.png"),
               {k: (list(v), [mean_ci(e)[0] for e in v.values()]) for k, v in curves.items()},  # mean over seeds
-              xlabel="target sample size", ylabel="||w_hat - w||_2", logx=True,
+              xlabel="target sample size", ylabel="||w_hat - w||_2", logx=True, logy=True,
               title=f"Weight error, {DOMINANT_SETTING}")
     by = {n: [r for r in records if r["setting"] == n] for n in names}
     dominant = DOMINANT_SETTING

@@ -108,8 +108,8 @@ def humanise(key: str) -> str:
     """``best_test_accuracy`` -> ``Best test accuracy``; ``depth10`` -> ``depth 10``."""
     words = []
     for word in re.split(r"[_\s]+", key.strip()):
-        word = re.sub(r"^([a-z]+)(\d+)$", r"\1 \2", word)  # depth10 -> depth 10
-        words.append(_WORDS.get(word.lower(), word))
+        known = _WORDS.get(word.lower())
+        words.append(known or re.sub(r"^([a-z]+)(\d+)$", r"\1 \2", word))  # depth10 -> depth 10
     text = " ".join(w for w in words if w)
     return text[:1].upper() + text[1:]
 
