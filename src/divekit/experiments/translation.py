@@ -178,7 +178,7 @@ def run(ctx: ExperimentContext) -> dict:
             {"title": "Test BLEU by decoding method",
              "columns": ["method", "width", "alpha", "BLEU", "hyp/ref length", "seconds"], "rows": rows},
             {"title": "Test BLEU by source length",
-             "columns": ["source tokens", "pairs", "greedy", best[0]], "rows": length_rows},
+             "columns": ["source tokens", "pairs", "greedy BLEU", f"{best[0]} BLEU"], "rows": length_rows},
             {"title": "20 test translations",
              "columns": ["English", "reference", "greedy", best[0]], "rows": examples},
         ],

@@ -63,7 +63,7 @@ UNIT_RULES: list[tuple[re.Pattern[str], Callable[[float], str]]] = [
     (re.compile(r"\bgap\b|\bgain\b|accuracy diff"), _points),
     (re.compile(r"\bacc\b|\bacc\.|accuracy|\brecall\b"), _percent(2)),
     (re.compile(r"\bbleu\b|perplexity|\bppl\b|bits/char"), _fixed(2)),
-    (re.compile(r"/s\b|\bgflops\b|per second"), _fixed(0)),
+    (re.compile(r"/s\b|\bgflops\b|per second|\bper s\b"), _fixed(0)),
     (re.compile(r"(^|\s)s$|\bseconds\b|\btrain s\b"), _fixed(1)),
     (re.compile(r"mflops"), _fixed(1)),
     (re.compile(r"parameters|examples|images|pairs|epochs|\bstep\b|\bn\b"), _count),
@@ -92,6 +92,8 @@ def format_value(name: str, value: Any) -> Cell:
     if isinstance(value, (int, float)):
         return Cell(unit_for(name)(value), True)
     text = str(value)
+    if text.strip() in {"", "-", MISSING}:  # experiments write "-" where a figure does not apply
+        return Cell(MISSING, True)
     return Cell(text, bool(_NUMERIC_TEXT.match(text.strip())))
 
 
