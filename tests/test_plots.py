@@ -43,7 +43,7 @@ def test_overlapping_series_both_show(monkeypatch):
 
 
 def test_different_series_stay_apart(monkeypatch):
-    ax, legend = _lines(monkeypatch, {"a": ([1, 2, 3], [0.1, 0.5, 0.9]), "b": ([1, 2, 3], [0.9, 0.5, 0.1])})
+    _, legend = _lines(monkeypatch, {"a": ([1, 2, 3], [0.1, 0.5, 0.9]), "b": ([1, 2, 3], [0.9, 0.5, 0.1])})
     assert legend == ["a", "b"]
 
 

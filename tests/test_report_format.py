@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from divekit.report.formatting import MISSING, Cell, format_metrics, format_table, format_value, humanise
+from divekit.report.formatting import (
+    MISSING,
+    Cell,
+    format_metrics,
+    format_table,
+    format_value,
+    humanise,
+)
 
 
 @pytest.mark.parametrize(("name", "value", "text"), [

@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 
 from divekit.registry import EXPERIMENTS, load_all
-from divekit.report.records import (NOT_RECORDED, RecordError, default_records_dir, load_records, quick_value,
-                                    read_record)
+from divekit.report.records import (
+    NOT_RECORDED,
+    RecordError,
+    default_records_dir,
+    load_records,
+    quick_value,
+    read_record,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 _NUMBER = re.compile(r"[+\-]?\d[\d,]*(\.\d+)?(e[+\-]?\d+)?")

@@ -9,11 +9,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
-
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
 SeriesKey = str | tuple[str, str]  # a name, or (model, split) with split "train", "validation" or "test"
 SPLIT_STYLES = {"train": "--", "validation": "-", "val": "-", "test": ":"}
@@ -54,6 +59,11 @@ def line_plot(path: Path, series: Mapping[SeriesKey, tuple[Sequence[float], Sequ
         fig.legend(loc="outside lower center", frameon=False, fontsize=9,
                    ncol=1 if longest > 40 else 2 if longest > 22 else 3)
     return save_figure(fig, path)
+
+
+def legend_outside(ax) -> None:
+    """Put the legend of ``ax`` to the right of the axes, off the data (:func:`save_figure` keeps it in the image)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False, fontsize=9)
 
 
 def _label(key: SeriesKey) -> str:

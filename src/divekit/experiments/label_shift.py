@@ -25,7 +25,7 @@ from divekit.data.shift import (  # noqa: E402
     class_prior, dirichlet_prior, dominant_prior, max_sample_size, sample_with_prior,
 )
 from divekit.experiments.base import ExperimentContext  # noqa: E402
-from divekit.plots import line_plot  # noqa: E402
+from divekit.plots import legend_outside, line_plot, save_figure  # noqa: E402
 from divekit.registry import config_to_dict, create_model, get_model, register_experiment  # noqa: E402
 from divekit.cpu import single_thread  # noqa: E402
 from divekit.shift import format_ci, mean_ci  # noqa: E402
@@ -270,8 +270,6 @@ def _weights_plot(path, record: dict) -> None:
         ax.bar((positions + (i - 1) * width).numpy(), record[key].numpy(), width=width, label=label)
     ax.set_xticks(range(K), CLASS_NAMES, rotation=35, ha="right")
     ax.set(ylabel="w_y = q_target(y) / q_source(y)", title=f"Label weights: {record['setting']}")
-    ax.legend()
+    legend_outside(ax)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

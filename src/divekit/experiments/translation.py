@@ -23,7 +23,7 @@ import torch
 
 from divekit.cpu import single_thread
 from divekit.experiments.base import ExperimentContext
-from divekit.plots import line_plot  # also selects matplotlib's file-only backend
+from divekit.plots import legend_outside, line_plot, save_figure  # also selects matplotlib's file-only backend
 import matplotlib.pyplot as plt  # noqa: E402, I001
 from divekit.metrics.bleu import corpus_bleu
 from divekit.registry import config_to_dict, get_model, register_experiment
@@ -64,11 +64,8 @@ def bars_plot(path: Path, categories: Sequence[str], series: dict[str, Sequence[
     ax.set_xticks(range(len(categories)), list(categories))
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    legend_outside(ax)
+    return save_figure(fig, path)
 
 
 def decoding_table(translator: Translator, pairs: list) -> tuple[list[list], dict[tuple[int, float], list[str]]]:

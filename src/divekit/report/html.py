@@ -20,7 +20,13 @@ import jinja2
 
 from divekit.registry import CHAPTERS
 from divekit.report.chapters import INTROS
-from divekit.report.formatting import Cell, Table, format_metrics, format_table, format_value
+from divekit.report.formatting import (
+    Cell,
+    Table,
+    format_metrics,
+    format_table,
+    format_value,
+)
 from divekit.report.records import NOT_RECORDED, RecordedRun, load_records, quick_value
 from divekit.runs import now_iso
 
