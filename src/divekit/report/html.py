@@ -42,8 +42,9 @@ def _warn(message: str) -> None:
 def collect_results(root: Path, *, warn: Callable[[str], None] = _warn) -> list[tuple[Path, dict[str, Any]]]:
     """Every experiment ``results.json`` under ``root``, with its directory.
 
-    A file that is not one (unreadable, malformed, empty, a JSON array, or a training run's results
-    without a chapter) is skipped with one warning naming it, so one bad file never costs the page.
+    A file that is not one (unreadable, malformed, empty, a JSON array, an unknown chapter) is
+    skipped with one warning naming it, so one bad file never costs the page. The results of the
+    training runs an experiment makes for itself (a model's run directory) are skipped silently.
     """
     found = []
     for path in sorted(Path(root).rglob("results.json")):
@@ -51,12 +52,21 @@ def collect_results(root: Path, *, warn: Callable[[str], None] = _warn) -> list[
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             data = None
-        if isinstance(data, dict) and isinstance(data.get("chapter"), str) and isinstance(data.get("name"), str) \
-                and data["chapter"] in CHAPTERS:
+        if _is_experiment_result(data):
             found.append((path.parent, data))
-        elif not (isinstance(data, dict) and "chapter" not in data and "name" not in data and data):
+        elif not _is_training_result(data):
             warn(f"skipping {path}: not an experiment result")
     return found
+
+
+def _is_experiment_result(data: Any) -> bool:
+    return (isinstance(data, dict) and isinstance(data.get("name"), str)
+            and isinstance(data.get("chapter"), str) and data["chapter"] in CHAPTERS)
+
+
+def _is_training_result(data: Any) -> bool:
+    """What ``divekit train`` writes: a model's name and its test figures, no chapter."""
+    return isinstance(data, dict) and "model" in data and "chapter" not in data
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
