@@ -64,3 +64,16 @@ def test_short_log_ranges_get_several_labelled_ticks(monkeypatch, ys, at_least):
 def test_log_axis_over_few_sizes_is_ticked_at_the_data(monkeypatch):
     ax, _ = _lines(monkeypatch, {"a": ([250, 500, 1000, 2000], [0.8, 0.5, 0.5, 0.4])}, logx=True)
     assert list(ax.get_xticks()) == [250, 500, 1000, 2000]
+
+
+def test_a_single_epoch_gets_an_integer_tick(monkeypatch):
+    ax, _ = _lines(monkeypatch, {"a": ([1], [0.8]), "b": ([1], [0.7])})
+    assert list(ax.get_xticks()) == [1]
+
+
+def test_ticks_at_data_values_read_as_numbers(monkeypatch):
+    ax, _ = _lines(monkeypatch, {"a": ([1.71333, 19.152, 43.4312], [0.75, 0.74, 0.8])}, logx=True)
+    formatter = ax.xaxis.get_major_formatter()
+    assert [formatter(t, k) for k, t in enumerate(ax.get_xticks())] == ["1.71", "19.2", "43.4"]
+    ax, _ = _lines(monkeypatch, {"a": ([250, 1000, 2000], [0.8, 0.5, 0.4])}, logx=True)
+    assert ax.xaxis.get_major_formatter()(1000, 0) == "1,000"

@@ -125,7 +125,9 @@ def _scale_axis(axis, set_scale, values: list[float], *, log: bool, at_data: boo
     finite = [v for v in values if math.isfinite(v)]
     if not log:
         if finite and all(float(v).is_integer() for v in finite):
-            axis.set_major_locator(MaxNLocator(integer=True))
+            few = sorted(set(finite))
+            # MaxNLocator gives up on integers when the range holds fewer than two (one epoch).
+            axis.set_major_locator(FixedLocator(few) if len(few) <= 12 else MaxNLocator(integer=True))
         return
     set_scale("log")
     positive = [v for v in finite if v > 0]
@@ -134,13 +136,18 @@ def _scale_axis(axis, set_scale, values: list[float], *, log: bool, at_data: boo
     decades = math.log10(max(positive)) - math.log10(min(positive))
     if at_data and len(set(positive)) <= 8:
         axis.set_major_locator(FixedLocator(sorted(set(positive))))
-        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_major_formatter(FuncFormatter(_tick_label))
         axis.set_minor_formatter(NullFormatter())
     elif decades < 2.5:  # matplotlib would label only one or two powers of ten here
         subs = (1.0, 2.0, 5.0) if decades >= 1.2 else tuple(float(k) for k in range(1, 10))
         axis.set_major_locator(LogLocator(base=10, subs=subs))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_formatter(NullFormatter())
+
+
+def _tick_label(value: float, _position: float) -> str:
+    """A tick at a data value: ``1,000`` for whole numbers, three significant digits otherwise."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:.3g}"
 
 
 def confusion_matrix_plot(path: Path, matrix: torch.Tensor, class_names: Sequence[str], *, title: str = "") -> Path:
