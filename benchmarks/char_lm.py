@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from divekit.data.timemachine import load_lm_data
 from divekit.metrics.perplexity import baselines, bits_per_char
 from divekit.models.char_lm import CharLM, CharLMConfig
+from divekit.pipeline import train_model
 from divekit.tasks.language_model import LanguageModelTask, load_language_model
 from divekit.train.dynamic_eval import DynamicEvalConfig, dynamic_evaluate
-from divekit.train.pipeline import train_model
 
 BOOK = {"hidden": 32, "num_steps": 32, "num_windows": 10_000, "batch_size": 1024, "lr": 4.0, "clip": 1.0,
         "epochs": 50}

@@ -42,12 +42,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from divekit.pipeline import train_model
 from divekit.registry import create_model, get_model
 from divekit.runs import write_json
 from divekit.tasks import make_task
 from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo
-from divekit.train.pipeline import train_model
 
 HERE = Path(__file__).resolve().parent
 BOOK_RESNET_FILE = HERE / "measured" / "cnn_book_resnet.json"

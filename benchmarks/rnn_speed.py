@@ -29,8 +29,8 @@ BATCH, STEPS, HIDDEN, VOCAB, EMBED = 32, 35, 256, 28, 256
 THREADS = 2
 ENGINES: dict[str, Callable[[int], nn.Module]] = {
     "torch": lambda width: nn.LSTM(width, HIDDEN, batch_first=True),
-    "scratch_fast": lambda width: LSTM(width, HIDDEN, fast=True),
-    "scratch_reference": lambda width: LSTM(width, HIDDEN, fast=False),
+    "scratch_fast": lambda width: LSTM(width, HIDDEN, batch_first=True, fast=True),
+    "scratch_reference": lambda width: LSTM(width, HIDDEN, batch_first=True, fast=False),
 }
 
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import needs_fashion_mnist
+
 from divekit.train.checkpoint import save_checkpoint
 
 
@@ -106,7 +106,7 @@ def test_data_verify_reports_every_file():
     if r.returncode == 0:
         assert r.stdout.count("ok") == 6
     else:
-        assert_user_error(r, 2, "missing or corrupt")
+        assert_user_error(r, 3, "missing, unreadable or corrupt")
 
 
 @needs_fashion_mnist

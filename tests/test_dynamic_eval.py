@@ -7,8 +7,8 @@ import argparse
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import data_dir_with
+
 from divekit.errors import ShapeError
 from divekit.models.char_lm import CharLM, CharLMConfig
 from divekit.train.dynamic_eval import DynamicEvalConfig, dynamic_evaluate, ensemble
@@ -85,8 +85,8 @@ def test_bad_input_is_refused():
 
 
 def _lm_checkpoint(path, vocab, name: str = "gru-lm"):
+    from divekit.pipeline import config_to_dict
     from divekit.train.checkpoint import save_checkpoint
-    from divekit.train.pipeline import config_to_dict
 
     torch.manual_seed(0)
     cfg = CharLMConfig(kind="gru", vocab_size=len(vocab), hidden=8, embedding=4)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from divekit import seeding
 from divekit.data.fashion_mnist import FashionMNIST
 from divekit.data.synthetic import POLY_COEFFICIENTS, linear_data, polynomial_data
 from divekit.errors import DivekitError, ShapeError
@@ -142,9 +143,9 @@ def test_layer_gradient_norms_show_vanishing_and_balanced_cases() -> None:
 def test_layer_gradient_norms_match_autograd_on_a_plain_sequential() -> None:
     """Rebuild the same network as nn.Sequential from its weights: the same per-layer gradients."""
     norms = gradient_flow.layer_gradient_norms("kaiming", "relu", "tanh", depth=4, width=8, batch=16, seed=3)
-    g = torch.Generator().manual_seed(3)
     model = DeepMLP(DeepMLPConfig(in_features=8, width=8, depth=4, activation="tanh")).double()
-    init_linear_layers_(model, "kaiming", nonlinearity="relu", generator=g)
+    init_linear_layers_(model, "kaiming", nonlinearity="relu", generator=seeding.generator(3, "init"))
+    g = seeding.generator(3, "data")
     x = torch.randn(16, 8, generator=g, dtype=torch.float64)
     y = torch.randint(0, 10, (16,), generator=g)
     plain = nn.Sequential(*[m for layer in model.linear_layers()[:-1] for m in (layer, nn.Tanh())],

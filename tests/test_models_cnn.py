@@ -12,9 +12,9 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import needs_fashion_mnist
 from torch import nn
 
-from conftest import needs_fashion_mnist
 from divekit.data.fashion_mnist import FashionMNIST
 from divekit.errors import DivekitError, ShapeError
 from divekit.models.densenet import DenseBlock, transition
@@ -373,11 +373,11 @@ def test_augmented_training_batches_keep_shapes_and_labels():
 
 @needs_fashion_mnist
 def test_evaluation_options_change_a_saved_models_test_views(tmp_path):
-    from divekit.registry import config_to_dict
     from divekit.errors import CheckpointError
+    from divekit.pipeline import load_trained
+    from divekit.registry import config_to_dict
     from divekit.train.checkpoint import save_checkpoint
     from divekit.train.config import TrainConfig
-    from divekit.train.pipeline import load_trained
 
     spec = get_model("resnet")
     config = spec.make_config({"blocks": (1,), "width": 0.25, "test_flip": True})

@@ -112,7 +112,7 @@ def test_modules_match_torch_modules() -> None:
 @pytest.mark.parametrize("fn", [max_pool2d, avg_pool2d], ids=["max", "avg"])
 def test_pooling_shape_errors(fn) -> None:
     with pytest.raises(ShapeError, match=r"\(batch, channels, H, W\)"):
-        fn(torch.zeros(3, 4, 4), 2)
+        fn(torch.zeros(4, 4), 2)
     with pytest.raises(ShapeError, match=r"at least \(3, 3\)"):
         fn(torch.zeros(1, 1, 2, 2), 3)
     with pytest.raises(ValueError, match="at most half"):

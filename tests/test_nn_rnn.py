@@ -189,7 +189,7 @@ def test_cell_matches_torch(kind: str, case: dict) -> None:
 def test_state_dict_interchange_both_ways(kind: str) -> None:
     kw = {"input_size": 3, "hidden_size": 4, "num_layers": 2, "bidirectional": True}
     torch.manual_seed(0)
-    theirs, ours = THEIRS[kind](**kw, batch_first=True), OURS[kind](**kw)
+    theirs, ours = THEIRS[kind](**kw, batch_first=True), OURS[kind](**kw, batch_first=True)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
         assert a.shape == b.shape, name
@@ -269,7 +269,7 @@ def test_no_grad_inference_matches_training_forward() -> None:
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
 def test_layer_shape_errors_name_the_expected_shape(kind: str) -> None:
-    layer = OURS[kind](3, 4, num_layers=2, bidirectional=True)
+    layer = OURS[kind](3, 4, num_layers=2, bidirectional=True, batch_first=True)
     with pytest.raises(ShapeError, match=r"\(B, T, I\) with I=3"):
         layer(torch.randn(2, 5, 7))
     with pytest.raises(ShapeError, match=r"\(B, T, I\)"):
@@ -281,7 +281,7 @@ def test_layer_shape_errors_name_the_expected_shape(kind: str) -> None:
     bad = torch.randn(2, 2, 4)  # two states, but layers * directions = 4
     with pytest.raises(ShapeError, match=r"h_0 must have shape \(L\*D, B, H\)=\(4, 2, 4\)"):
         layer(torch.randn(2, 5, 3), (bad, bad) if kind == "lstm" else bad)
-    time_first = OURS[kind](3, 4, batch_first=False)
+    time_first = OURS[kind](3, 4)  # torch's default layout
     with pytest.raises(ShapeError, match=r"\(T, B, I\)"):
         time_first(torch.randn(5, 2, 6))
 

@@ -74,8 +74,8 @@ def test_prefix_with_unknown_characters_is_refused_naming_them():
 
 def test_sample_command_round_trips_a_checkpoint(tmp_path, capsys):
     from divekit.commands.sample import run
+    from divekit.pipeline import config_to_dict
     from divekit.train.checkpoint import save_checkpoint
-    from divekit.train.pipeline import config_to_dict
 
     vocab = Vocab(list("abc "))
     cfg = CharLMConfig(kind="gru", vocab_size=len(vocab), hidden=8, embedding=4)

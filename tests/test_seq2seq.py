@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import reversal_pairs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,8 +22,6 @@ from divekit.tasks.translation import BucketLoader, Translation, make_vocab, tri
 from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo
 from divekit.train.trainer import Trainer
-
-from conftest import reversal_pairs
 
 SETTINGS = settings(max_examples=25, deadline=None)
 SRC_V, TGT_V = 11, 13
@@ -260,7 +259,7 @@ def _have_fra_eng() -> bool:
 @pytest.mark.integration
 @pytest.mark.skipif(not _have_fra_eng(), reason="fra-eng.zip not found under DIVEKIT_DATA")
 def test_a_few_hundred_steps_on_real_pairs_lower_the_validation_loss(tmp_path):
-    from divekit.train.pipeline import train_model
+    from divekit.pipeline import train_model
 
     options = {"src_vocab_size": 2000, "tgt_vocab_size": 2000, "embed_size": 64, "hidden_size": 64,
                "num_steps": 12}

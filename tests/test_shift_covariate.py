@@ -205,22 +205,24 @@ def test_weighted_evaluation_matches_a_hand_computed_weighted_accuracy():
 
 def test_trainer_with_class_weights_shifts_predictions_toward_the_upweighted_class():
     """Labels independent of the images: the risk minimiser then predicts by the (weighted) class mix,
-    so upweighting class 1 five-fold must make it predict class 1 far more often on fresh images."""
+    so upweighting class 1 five-fold must raise its predicted probability on fresh images (5/6 against
+    1/2 at the optimum). Averaged over three seeds: one small run on noise can lean either way."""
     g = torch.Generator().manual_seed(2)
     x = torch.randint(0, 256, (400, 28, 28), generator=g, dtype=torch.uint8)
     y = torch.randint(0, 2, (400,), generator=g)
     fresh = torch.randint(0, 256, (500, 28, 28), generator=g, dtype=torch.uint8)
-    share = {}
-    for name, w in (("plain", None), ("weighted", torch.where(y == 1, 5.0, 1.0))):
-        torch.manual_seed(0)
-        model = create_model("softmax-regression", num_classes=2)
-        task = WeightedImageTask({"train": (x, y, w), "val": (x, y, None), "fresh": (fresh, torch.zeros(500).long(), None)},
-                                 batch_size=50, seed=0)
-        Trainer(model, task, TrainConfig(epochs=3, batch_size=50, lr=0.01, device="cpu"), model_name="softmax-regression",
-                model_config={}, progress=False, log=lambda *_: None).fit()
-        logits, _ = task.predict(model, "fresh")
-        share[name] = (logits.argmax(1) == 1).float().mean().item()
-    assert share["weighted"] > share["plain"] + 0.2
+    share = {"plain": 0.0, "weighted": 0.0}
+    for seed in range(3):
+        for name, w in (("plain", None), ("weighted", torch.where(y == 1, 5.0, 1.0))):
+            torch.manual_seed(seed)
+            model = create_model("softmax-regression", num_classes=2)
+            task = WeightedImageTask({"train": (x, y, w), "val": (x, y, None),
+                                      "fresh": (fresh, torch.zeros(500).long(), None)}, batch_size=50, seed=seed)
+            Trainer(model, task, TrainConfig(epochs=3, batch_size=50, lr=0.01, device="cpu", seed=seed),
+                    model_name="softmax-regression", model_config={}, progress=False, log=lambda *_: None).fit()
+            logits, _ = task.predict(model, "fresh")
+            share[name] += logits.softmax(1)[:, 1].mean().item() / 3
+    assert share["weighted"] > share["plain"] + 0.1, share
 
 
 # -------------------------------------------------------------------------------- statistics over seeds

@@ -216,7 +216,8 @@ def test_determinism_and_epoch_offsets(sequential: bool) -> None:
         assert torch.equal(x, x2) and torch.equal(y, y2)
     offsets = {starts(epoch_batches(7, e))[0] % 10 for e in range(8)}
     assert len(offsets) > 1  # epochs cut the text at different places
-    assert starts(epoch_batches(8, 3)) != starts(again)  # the seed matters
+    # The seed matters (a sequential epoch has only 10 possible offsets, so two seeds may share one).
+    assert len({tuple(starts(epoch_batches(seed, 3))) for seed in range(6)}) > 1
 
 
 @pytest.mark.parametrize("sequential", [False, True])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 
 import pytest
 import torch
@@ -20,31 +21,43 @@ from divekit.train.trainer import Trainer, TrainingInterrupted
 
 
 class ToyTask:
-    """3-class classification of 8-d Gaussian points; can raise Ctrl-C or produce NaN at a given step."""
+    """3-class classification of 8-d Gaussian points; can send Ctrl-C or produce NaN at a given step.
+
+    ``phase`` says where in the step the SIGINT arrives: before the forward pass, after it (dropout
+    has drawn its masks), or during the backward pass (from a gradient hook).
+    """
 
     name = "toy"
     monitor = "val_loss"
     monitor_mode = "min"
 
-    def __init__(self, *, interrupt_at: int | None = None, nan_at: int | None = None) -> None:
+    def __init__(self, *, interrupt_at: int | None = None, nan_at: int | None = None, phase: str = "before",
+                 augment: bool = False) -> None:
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(256, 8, generator=g)
         self.y = (self.x @ torch.randn(8, 3, generator=g)).argmax(1)
-        self.interrupt_at, self.nan_at, self.steps = interrupt_at, nan_at, 0
+        self.interrupt_at, self.nan_at, self.steps, self.phase = interrupt_at, nan_at, 0, phase
+        self.augment = augment
 
     def train_loader(self, dist):
+        noise = (lambda batch, g: (batch[0] + 0.3 * torch.randn(batch[0].shape, generator=g), batch[1]))
         return TensorLoader(self.x[:192], self.y[:192], batch_size=24, shuffle=True, seed=7,
-                            rank=dist.rank, world_size=dist.world_size)
+                            augment=noise if self.augment else None, rank=dist.rank, world_size=dist.world_size)
 
     def start_epoch(self, model, epoch):
         pass
 
     def step(self, model, batch):
         self.steps += 1
-        if self.steps == self.interrupt_at:
-            raise KeyboardInterrupt
+        interrupt = self.steps == self.interrupt_at
+        if interrupt and self.phase == "before":
+            signal.raise_signal(signal.SIGINT)
         x, y = batch
         loss = F.cross_entropy(model(x), y)
+        if interrupt and self.phase == "after-forward":
+            signal.raise_signal(signal.SIGINT)
+        if interrupt and self.phase == "backward":
+            loss.register_hook(lambda grad: signal.raise_signal(signal.SIGINT))
         if self.steps == self.nan_at:
             loss = loss * float("nan")
         return StepOutput(loss, y.shape[0])
@@ -77,19 +90,23 @@ def strip_times(history):
     return [{k: v for k, v in h.items() if "seconds" not in k and "per_s" not in k} for h in history]
 
 
-@pytest.mark.parametrize("interrupt_at", [5, 9, 13, 24])  # mid-epoch 1, epoch boundary, mid-epoch 2, last step
-def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, interrupt_at):
-    reference = trainer(ToyTask(), tmp_path / "a")
+@pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.parametrize("phase", ["before", "after-forward", "backward"])
+@pytest.mark.parametrize("interrupt_at", [5, 8, 13, 24])  # mid-epoch 1, end of epoch 1, mid-epoch 2, last step
+def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, interrupt_at, phase, augment):
+    """The model drops out (p=0.3) and the data may be augmented: a checkpoint whose random state
+    is off by one step would show."""
+    reference = trainer(ToyTask(augment=augment), tmp_path / "a")
     reference.fit()
 
-    broken = trainer(ToyTask(interrupt_at=interrupt_at), tmp_path / "b")
+    broken = trainer(ToyTask(interrupt_at=interrupt_at, phase=phase, augment=augment), tmp_path / "b")
     with pytest.raises(TrainingInterrupted, match="--resume"):
         broken.fit()
     ckpt = load_checkpoint(tmp_path / "b" / "checkpoint.pt", expect_model="toy-mlp")
-    assert ckpt["epoch"] * 8 + ckpt["step_in_epoch"] == interrupt_at - 1
+    assert ckpt["epoch"] * 8 + ckpt["step_in_epoch"] == interrupt_at  # the step in progress finished
 
     torch.manual_seed(12345)  # the resumed run must not depend on the process's RNG state
-    resumed = trainer(ToyTask(), tmp_path / "b")
+    resumed = trainer(ToyTask(augment=augment), tmp_path / "b")
     resumed.restore(ckpt)
     resumed.fit()
 

@@ -16,12 +16,13 @@ stderr and exits non-zero; only bugs print a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 from divekit import __version__
-from divekit.errors import DivekitError
+from divekit.errors import DataError, DivekitError
 
 
 def _positive_int(text: str) -> int:
@@ -34,13 +35,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number >= 0, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
     return value
 
 
@@ -59,7 +70,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast on CPU or GPU")
     g.add_argument("--channels-last", action="store_const", const=True, help="NHWC layout for image models")
     g.add_argument("--patience", type=_positive_int, help="stop after N epochs without a better validation metric")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=_seed)
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
     g.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
 
@@ -68,8 +79,15 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_dec
               "grad_clip", "label_smoothing", "precision", "channels_last", "patience", "seed", "device", "threads")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and where to read more), not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="divekit", description="A deep-learning curriculum made real.")
+    parser = _Parser(prog="divekit", description="A deep-learning curriculum made real.")
     parser.add_argument("--version", action="version", version=f"divekit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -79,13 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="model config value")
     p.add_argument("--limit", type=_positive_int, help="use only the first N training examples")
-    p.add_argument("--out", type=Path, help="run directory (default: runs/MODEL-TIME)")
-    p.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue a run from its checkpoint.pt")
+    p.add_argument("--out", type=Path, help="run directory, absent or empty (default: runs/MODEL-TIME)")
+    p.add_argument("--resume", type=Path, metavar="RUN|CHECKPOINT",
+                   help="continue the run in RUN (or RUN/checkpoint.pt); with --out NEW_DIR, fork a new run "
+                        "from any checkpoint")
     p.add_argument("--no-progress", action="store_true")
     _add_train_flags(p)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a data split")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint, or a run directory (its best.pt)")
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="change a model config value for evaluation (e.g. test_flip, test_shift)")
@@ -99,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--full", action="store_true", help="the full run (default: quick)")
     p.add_argument("--out", type=Path, help="directory (default: runs/NAME[-full])")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="an experiment setting (`divekit list` names those an experiment takes)")
 
@@ -150,8 +170,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from divekit.pipeline import parse_options, train_model
     from divekit.registry import get_model
-    from divekit.train.pipeline import parse_options, train_model
 
     spec = get_model(args.model)
     options = parse_options(spec, args.option)
@@ -174,20 +194,22 @@ def _is_rank0() -> bool:
 
 
 def cmd_evaluate(args) -> int:
-    from divekit.train.pipeline import load_trained
+    from divekit.pipeline import load_trained
+
+    from divekit.train.checkpoint import resolve_checkpoint
 
     spec, model, task, ckpt = load_trained(args.checkpoint, option_pairs=args.option)
     metrics = task.evaluate(model, args.split)
     changed = f", {' '.join(args.option)}" if args.option else ""
-    print(f"{spec.name} ({args.checkpoint}, epoch {ckpt['epoch']}{changed}) on {args.split}: "
+    print(f"{spec.name} ({resolve_checkpoint(args.checkpoint)}, epoch {ckpt['epoch']}{changed}) on {args.split}: "
           + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
 
 
 def cmd_summary(args) -> int:
+    from divekit.pipeline import parse_options
     from divekit.registry import get_model
     from divekit.summary import example_input, format_summary, summarize
-    from divekit.train.pipeline import parse_options
 
     spec = get_model(args.model)
     config = spec.make_config(parse_options(spec, args.option))
@@ -274,7 +296,8 @@ def cmd_data(args) -> int:
         print(s.describe() if hasattr(s, "describe") else str(s))
         bad += not s.ok
     if bad:
-        raise DivekitError(f"{bad} of {len(statuses)} files missing or corrupt; see above")
+        # The same exit code as any command that meets the same file (a DataError).
+        raise DataError(f"{bad} of {len(statuses)} files missing, unreadable or corrupt; see above")
     return 0
 
 

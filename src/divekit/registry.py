@@ -7,10 +7,12 @@ Model files register themselves with :func:`register_model`; experiment files wi
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import importlib
 import pkgutil
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -53,7 +55,12 @@ class ModelSpec:
             raise DivekitError(
                 f"model '{self.name}' has no option {', '.join(unknown)}; its options are {', '.join(sorted(known))}"
             )
-        return self.config_cls(**overrides)
+        try:
+            return self.config_cls(**overrides)
+        except DivekitError:
+            raise
+        except (ValueError, TypeError, AssertionError) as e:  # a config's own __post_init__ checks
+            raise DivekitError(f"model '{self.name}': {e}") from None
 
     def build(self, config: Any) -> nn.Module:
         return self.builder(config)
@@ -138,6 +145,55 @@ def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style ``pattern``."""
     load_all()
     return sorted(n for n in MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def parse_options(spec: ModelSpec, pairs: list[str]) -> dict[str, Any]:
+    """``["hidden=512,256", "dropout=0.5"]`` -> typed values for the model's config dataclass."""
+    fields_by_name = {f.name: f for f in dataclasses.fields(spec.config_cls)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise DivekitError(f"--option takes KEY=VALUE, got '{pair}'")
+        if key not in fields_by_name:
+            raise DivekitError(f"model '{spec.name}' has no option '{key}'; its options are {', '.join(fields_by_name)}")
+        f = fields_by_name[key]
+        default = f.default
+        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        out[key] = _parse_value(key, text, default)
+    return out
+
+
+def _parse_value(key: str, text: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            value = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError
+            return value
+        if isinstance(default, tuple):
+            kind = type(default[0]) if default else int
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        return text
+    except ValueError:
+        raise DivekitError(f"option '{key}' expects a value like {default!r}, got '{text}'") from None
+
+
+def model_config_from_dict(spec: ModelSpec, values: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass from checkpoint values (lists back to tuples where the field is one)."""
+    hints = typing.get_type_hints(spec.config_cls)
+    fixed = {}
+    for key, value in values.items():
+        origin = typing.get_origin(hints.get(key))
+        fixed[key] = tuple(value) if origin is tuple and isinstance(value, list) else value
+    return spec.make_config(fixed)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -21,8 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from divekit.flops import count_flops, format_flops
-    from divekit.registry import get_model
-    from divekit.train.pipeline import parse_options
+    from divekit.registry import get_model, parse_options
 
     spec = get_model(args.model)
     config = spec.make_config(parse_options(spec, args.option))

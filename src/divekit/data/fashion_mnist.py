@@ -15,6 +15,7 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from divekit import seeding
 from divekit.data.idx import parse_idx
 from divekit.data.loader import Batch, TensorLoader
 from divekit.data.store import get_file, load_bytes
@@ -139,7 +140,7 @@ class FashionMNIST:
         return self._test
 
     def train_val_test(self, val_size: int = 5_000, seed: int = 0) -> Splits:
-        """Hold out ``val_size`` training images chosen by a permutation seeded with ``seed``.
+        """Hold out ``val_size`` training images chosen by the ``"data"`` stream of run ``seed``.
 
         The same ``(val_size, seed)`` always gives the same split; the training part keeps the
         permuted order, so its first ``k`` images are a random (but fixed) subset.
@@ -147,7 +148,7 @@ class FashionMNIST:
         images, labels = self._pair("train")
         if not 0 <= val_size < images.shape[0]:
             raise DataError(f"val_size must be in [0, {images.shape[0]}), got {val_size}")
-        order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
+        order = torch.randperm(images.shape[0], generator=seeding.generator(seed, "data"))
         val_idx, train_idx = order[:val_size], order[val_size:]
         return Splits(
             train=(images[train_idx], labels[train_idx]),

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from divekit import seeding
+
 Batch = tuple[torch.Tensor, ...]
 
 
@@ -22,10 +24,12 @@ class TensorLoader:
         tensors: tensors sharing their first dimension ``(n, ...)``.
         batch_size: the *global* batch size; under distributed training each of the
             ``world_size`` ranks receives its contiguous share of every global batch.
-        shuffle: draw a fresh permutation each epoch from ``seed`` and the epoch number, so
-            the order is reproducible and a resumed run sees the same batches.
+        shuffle: draw a fresh permutation each epoch from the run's ``"order"`` stream of
+            ``(seed, epoch)`` (:mod:`divekit.seeding`), so a resumed run sees the same batches.
         drop_last: skip the final short batch.
-        transform: applied to each batch tuple (e.g. resizing, augmentation).
+        transform: applied to each batch tuple (e.g. resizing); deterministic.
+        augment: ``augment(batch, generator)`` applied before ``transform``, drawing from the
+            run's ``"augment"`` stream of ``(seed, epoch, batch number)``.
         rank, world_size: this process's place among the data-parallel processes.
     """
 
@@ -37,6 +41,7 @@ class TensorLoader:
         seed: int = 0,
         drop_last: bool = False,
         transform: Callable[[Batch], Batch] | None = None,
+        augment: Callable[[Batch, torch.Generator], Batch] | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -57,6 +62,7 @@ class TensorLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.transform = transform
+        self.augment = augment
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
@@ -76,8 +82,7 @@ class TensorLoader:
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.num_examples)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.num_examples, generator=g)
+        return torch.randperm(self.num_examples, generator=seeding.generator(self.seed, "order", self.epoch))
 
     def __iter__(self) -> Iterator[Batch]:
         return self.iter_from(0)
@@ -91,4 +96,7 @@ class TensorLoader:
                 # Contiguous shard; a short last batch is split as evenly as possible.
                 idx = idx.tensor_split(self.world_size)[self.rank]
             batch = tuple(t[idx] for t in self.tensors)
+            if self.augment is not None:
+                # A stream per (epoch, batch): a resumed run redraws exactly the skipped-to batch's augmentation.
+                batch = self.augment(batch, seeding.generator(self.seed, "augment", self.epoch, b))
             yield self.transform(batch) if self.transform else batch

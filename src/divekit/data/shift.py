@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from divekit import seeding
 from divekit.errors import DataError, ShapeError
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -92,7 +93,7 @@ def covariate_shift_split(train: Pair, test: Pair, *, n_source: int, n_target: i
     images, labels = train
     _check_pair(images, labels, "covariate_shift_split")
     _check_pair(*test, "covariate_shift_split")
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.generator(seed, "data")
     order = torch.randperm(images.shape[0], generator=g)
     half = images.shape[0] // 2
     first, second = order[:half], order[half:]
@@ -129,7 +130,7 @@ def dirichlet_prior(num_classes: int, alpha: float, *, seed: int) -> torch.Tenso
     """A prior ``(num_classes,)`` drawn from Dirichlet(alpha, ..., alpha); small alpha: more skewed."""
     if alpha <= 0:
         raise ValueError(f"alpha must be positive, got {alpha}")
-    draw = np.random.default_rng(seed).dirichlet(np.full(num_classes, alpha))
+    draw = np.random.default_rng(seeding.stream_seed(seed, "data")).dirichlet(np.full(num_classes, alpha))
     return torch.from_numpy(draw).double()
 
 
@@ -175,7 +176,7 @@ def sample_with_prior(images: torch.Tensor, labels: torch.Tensor, prior: torch.T
     """
     _check_pair(images, labels, "sample_with_prior")
     counts = prior_counts(prior, n)
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.generator(seed, "data")
     chosen = []
     for k, count in enumerate(counts.tolist()):
         pool = torch.nonzero(labels == k).flatten()

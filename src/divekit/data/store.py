@@ -116,12 +116,13 @@ DATASETS: dict[str, tuple[DataFile, ...]] = {
 class FileStatus:
     """The outcome of checking one registered file without downloading it.
 
-    ``status`` is ``"ok"``, ``"missing"`` (no copy anywhere), ``"bad-checksum"`` or ``"corrupt"``
-    (a gzip that does not decompress); ``path`` is the copy that was checked, if any.
+    ``status`` is ``"ok"``, ``"missing"`` (no copy anywhere), ``"unreadable"`` (a copy that cannot
+    be read), ``"bad-checksum"`` or ``"corrupt"`` (a gzip that does not decompress); ``path`` is the
+    copy that was checked, if any.
     """
 
     key: str
-    status: Literal["ok", "missing", "bad-checksum", "corrupt"]
+    status: Literal["ok", "missing", "unreadable", "bad-checksum", "corrupt"]
     path: Path | None
     algorithm: str
     expected: str
@@ -191,7 +192,24 @@ def candidates(file: DataFile) -> list[Path]:
 
 
 def _find(file: DataFile) -> Path | None:
-    return next((p for p in candidates(file) if p.is_file()), None)
+    for path in candidates(file):
+        try:
+            if path.is_file():
+                return path
+        except PermissionError:
+            raise DataError(f"cannot look for {file.relpath} in {path.parent}: permission denied; make the "
+                            f"directory readable or point DIVEKIT_DATA elsewhere") from None
+    return None
+
+
+def offline() -> bool:
+    """``DIVEKIT_OFFLINE`` set to 1, true, yes or on (any case) forbids downloads; 0, false, no, off or empty allow them."""
+    value = os.environ.get("DIVEKIT_OFFLINE", "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise DataError(f"DIVEKIT_OFFLINE must be 1 or 0 (true/false, yes/no, on/off), got '{value}'")
 
 
 # ----------------------------------------------------------------------------------- verification
@@ -326,7 +344,7 @@ def _obtain(key: str, download: bool) -> tuple[Path, bytes]:
     path = _find(file)
     if path is not None:
         return path, _verified(file, _read(path), path)
-    if not download or os.environ.get("DIVEKIT_OFFLINE"):
+    if not download or offline():
         raise _missing_error(file, "downloading was not allowed" + (" (DIVEKIT_OFFLINE is set)" if download else ""))
     return _download(file)
 
@@ -347,7 +365,11 @@ def _status(file: DataFile) -> FileStatus:
     if path is None:
         return FileStatus(status="missing", detail=f"looked in: {', '.join(map(str, candidates(file)))}", **base)
     try:
-        data = _contents(file, _read(path), path)
+        raw = _read(path)
+    except DataError as exc:
+        return FileStatus(status="unreadable", detail=str(exc), **base)
+    try:
+        data = _contents(file, raw, path)
     except DataError as exc:
         return FileStatus(status="corrupt", detail=str(exc), **base)
     actual = _digest(file, data)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from divekit import seeding
 from divekit.errors import DataError, ShapeError
 
 # The degree-3 polynomial's coefficients, for the scaled features x^i / i!.
@@ -72,7 +73,7 @@ def polynomial_data(n_train: int = 100, n_test: int = 100, *, max_degree: int = 
         raise DataError(
             f"{len(coefficients)} coefficients need max_degree >= {len(coefficients) - 1}, got {max_degree}"
         )
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.generator(seed, "data")
     n = n_train + n_test
     x = torch.randn(n, generator=g, dtype=torch.float64)
     features = polynomial_features(x, max_degree)
@@ -88,7 +89,7 @@ def linear_data(n_train: int = 20, n_test: int = 100, num_inputs: int = 200, *, 
     _check_sizes(n_train, n_test, noise)
     if num_inputs < 1:
         raise DataError(f"num_inputs must be positive, got {num_inputs}")
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.generator(seed, "data")
     n = n_train + n_test
     x = torch.randn(n, num_inputs, generator=g, dtype=torch.float64)
     true_w = torch.full((num_inputs,), weight, dtype=torch.float64)

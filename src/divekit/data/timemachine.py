@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import torch
 
+from divekit import seeding
 from divekit.data.vocab import Vocab
 from divekit.errors import DataError, ShapeError, UnknownNameError
 
@@ -66,7 +67,9 @@ def tokenize(lines_or_text: str | Sequence[str], token: str = "char") -> list[st
 
 def load_timemachine() -> str:
     """The cleaned text of the book (see ``clean_text``), read through the data store."""
-    from divekit.data import store  # imported here so the pure functions work without the store
+    from divekit.data import (
+        store,  # imported here so the pure functions work without the store
+    )
 
     raw = store.load_bytes("timemachine")
     try:
@@ -136,9 +139,9 @@ def _check_sizes(batch_size: int, num_steps: int) -> None:
 
 
 def _generator(seed: int, epoch: int) -> torch.Generator:
-    # Same seeding scheme as TensorLoader: reproducible per (seed, epoch), so a resumed run
-    # sees exactly the batches an uninterrupted one would.
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    # The run's "order" stream of this epoch, as TensorLoader uses: a pure function of
+    # (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would.
+    return seeding.generator(seed, "order", epoch)
 
 
 def _draw_offset(g: torch.Generator, num_steps: int) -> int:

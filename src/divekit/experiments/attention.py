@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from divekit import seeding
 from divekit.data.fra_eng import EOS, shift_right
 from divekit.decode.beam import decode_batch
 from divekit.errors import CheckpointError, DivekitError
@@ -36,11 +37,11 @@ from divekit.experiments.heatmap_plot import heatmap_plot
 from divekit.flops import matmul_gflops
 from divekit.models.transformer import RecomputingDecoder
 from divekit.nn.positional import sinusoidal_table
+from divekit.pipeline import load_trained
 from divekit.plots import line_plot
 from divekit.registry import get_model, register_experiment
 from divekit.tasks.translation import BucketLoader, Translation, real_splits
 from divekit.train.config import TrainConfig
-from divekit.train.pipeline import load_trained
 from divekit.train.trainer import Trainer
 
 MODELS = ("seq2seq", "seq2seq-attention", "transformer")
@@ -63,7 +64,7 @@ def train(ctx: ExperimentContext, name: str, splits: tuple, limit: int | None) -
     config = spec.make_config(ctx.pick(QUICK_OPTIONS[name], FULL_OPTIONS[name]))
     overrides = ctx.pick(QUICK_TRAIN, {**spec.recipe, **FULL_TRAIN})
     train_config = TrainConfig(**{**spec.recipe, **overrides, "seed": ctx.seed, "device": ctx.device})
-    torch.manual_seed(ctx.seed)
+    seeding.seed_global(ctx.seed, "init")
     model = spec.build(config)
     task = Translation(src_vocab_size=config.src_vocab_size, tgt_vocab_size=config.tgt_vocab_size,
                        num_steps=config.num_steps, batch_size=train_config.batch_size, seed=ctx.seed, limit=limit,

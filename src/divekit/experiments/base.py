@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from divekit import seeding
 from divekit.errors import DivekitError
 from divekit.registry import CHAPTERS, get_experiment
 from divekit.runs import machine_info, now_iso, write_json
@@ -57,7 +56,7 @@ def run_experiment(name: str, out_dir: Path, *, quick: bool = True, seed: int = 
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = ExperimentContext(out_dir=out_dir, quick=quick, seed=seed, progress=progress, device=device,
                             options=options)
-    torch.manual_seed(seed)
+    seeding.seed_global(seed, "init")  # what an experiment builds first draws from the init stream
     start = time.perf_counter()
     result = dict(spec.run(ctx))
     result.update(

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import torch
-
+from divekit import seeding
+from divekit.cpu import flush_denormals, single_thread
 from divekit.data.fashion_mnist import FashionMNIST
 from divekit.experiments.base import ExperimentContext
-from divekit.cpu import flush_denormals, single_thread
 from divekit.experiments.deep_mlp import DeepMLP, DeepMLPConfig
 from divekit.experiments.fashion_mnist_study import train_study_model
 from divekit.plots import line_plot
@@ -52,7 +51,7 @@ def _run(ctx: ExperimentContext) -> dict:
     for depth in depths:
         for norm in NORM_LABELS:
             config = DeepMLPConfig(depth=depth, width=WIDTH, activation="sigmoid", norm=norm)
-            torch.manual_seed(ctx.seed)  # the same initial weights for the three normalisations
+            seeding.seed_global(ctx.seed, "init")  # the same initial weights for the three normalisations
             r = train_study_model(DeepMLP(config), name=f"deep-mlp ({depth}, {norm})", model_config=asdict(config),
                                   data=data, epochs=epochs, lr=LR, limit=limit, seed=ctx.seed, device=ctx.device,
                                   progress=ctx.progress, splits=("test",))

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from divekit import seeding
 from divekit.data.timemachine import load_lm_data  # noqa: E402
 from divekit.models.bilstm_tagger import BiRNNTagger, DeepBiLM, FeatureTagger  # noqa: E402
 from divekit.models.char_lm import CharLM, CharLMConfig  # noqa: E402
@@ -45,7 +46,7 @@ def random_windows(n: int, batch: int, steps: int, g: torch.Generator) -> Tensor
 def fit(model: nn.Module, loss_fn, n: int, *, steps: int, batch: int, window: int, seed: int,
         lr: float = 5e-3) -> None:
     """Adam on random windows of a stream of length ``n``; ``loss_fn(model, positions)`` gives the loss."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.generator(seed, "order")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     model.train()
@@ -102,7 +103,7 @@ def run(ctx) -> dict:
 
 
 def _run(ctx) -> dict:
-    torch.manual_seed(ctx.seed)
+    seeding.seed_global(ctx.seed, "init")
     data = load_lm_data("char")
     v = len(data.vocab)
     steps, hidden, window = ctx.pick(120, 1500), ctx.pick(48, 128), ctx.pick(48, 96)

@@ -15,9 +15,9 @@ import math
 
 from divekit.data.timemachine import load_lm_data
 from divekit.metrics.perplexity import baselines, bits_per_char
+from divekit.pipeline import train_model
 from divekit.plots import line_plot
 from divekit.registry import register_experiment
-from divekit.train.pipeline import train_model
 
 _RUNS = (("rnn-lm", "scratch"), ("gru-lm", "scratch"), ("gru-lm", "torch"), ("lstm-lm", "scratch"),
          ("deep-lstm-lm", "scratch"))

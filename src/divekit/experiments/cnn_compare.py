@@ -29,10 +29,10 @@ from divekit.data.fashion_mnist import CLASS_NAMES
 from divekit.experiments.base import ExperimentContext
 from divekit.flops import TRAINING_FACTOR, count_flops, matmul_gflops
 from divekit.metrics.classification import confusion_matrix
+from divekit.pipeline import config_to_dict, load_trained, train_model
 from divekit.plots import confusion_matrix_plot, image_grid, line_plot
 from divekit.registry import get_model, register_experiment
 from divekit.train.config import TrainConfig
-from divekit.train.pipeline import config_to_dict, load_trained, train_model
 
 TRAIN_IMAGES = 55_000
 

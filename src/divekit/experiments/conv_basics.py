@@ -22,9 +22,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from divekit import seeding
 from divekit.errors import DataError  # noqa: E402
 from divekit.experiments.base import ExperimentContext  # noqa: E402
-from divekit.nn.conv import Conv2d, Conv2d1x1, conv_output_shape, corr2d, corr2d_vectorised  # noqa: E402
+from divekit.nn.conv import (  # noqa: E402
+    Conv2d,
+    Conv2d1x1,
+    conv_output_shape,
+    corr2d,
+    corr2d_vectorised,
+)
 from divekit.nn.pooling import MaxPool2d  # noqa: E402
 from divekit.plots import line_plot  # noqa: E402
 from divekit.registry import register_experiment  # noqa: E402
@@ -166,7 +173,7 @@ def run(ctx: ExperimentContext) -> dict:
 
     steps = ctx.pick(10, 30)
     target = y[None, None]  # (1, 1, 6, 7)
-    torch.manual_seed(ctx.seed)
+    seeding.seed_global(ctx.seed, "init")
     ours = Conv2d(1, 1, (1, 2), bias=False)
     reference = nn.Conv2d(1, 1, (1, 2), bias=False)
     reference.load_state_dict(ours.state_dict())

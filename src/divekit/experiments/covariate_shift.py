@@ -24,16 +24,28 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from divekit import seeding
+from divekit.cpu import single_thread  # noqa: E402
 from divekit.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from divekit.data.shift import covariate_shift_split, mean_brightness  # noqa: E402
 from divekit.experiments.base import ExperimentContext  # noqa: E402
 from divekit.plots import legend_outside, save_figure  # noqa: E402
-from divekit.registry import config_to_dict, create_model, get_model, register_experiment  # noqa: E402
-from divekit.cpu import single_thread  # noqa: E402
+from divekit.registry import (  # noqa: E402
+    config_to_dict,
+    create_model,
+    get_model,
+    register_experiment,
+)
 from divekit.shift import format_ci, mean_ci  # noqa: E402
 from divekit.shift.covariate import (  # noqa: E402
-    GaussianShift, LogisticRegression, WeightedImageTask, clip_and_normalize, effective_sample_size,
-    fit_domain_classifier, importance_weights, weight_agreement,
+    GaussianShift,
+    LogisticRegression,
+    WeightedImageTask,
+    clip_and_normalize,
+    effective_sample_size,
+    fit_domain_classifier,
+    importance_weights,
+    weight_agreement,
 )
 from divekit.train.config import TrainConfig  # noqa: E402
 from divekit.train.trainer import Trainer  # noqa: E402
@@ -146,7 +158,7 @@ def _synthetic(cfg: CovariateShiftConfig, seed: int) -> tuple[list[list], tuple,
     for n in cfg.synthetic_sizes:
         stats: dict[str, list[float]] = {k: [] for k in ("r", "log_r", "mae", "none", "est", "true")}
         for s in range(cfg.seeds):
-            g = torch.Generator().manual_seed(1000 * seed + s)
+            g = seeding.generator(seed, "data", s)
             xs, xt = case.sample(n, "source", g), case.sample(n, "target", g)
             estimated = importance_weights(fit_domain_classifier(xs, xt, l2=1e-4).decision_function(xs),
                                            n_source=n, n_target=n)
@@ -186,8 +198,10 @@ def _fashion(cfg: CovariateShiftConfig, ctx: ExperimentContext) -> dict:
         out["log_pearson"].append(agree["log_pearson"])
         out["mae"].append(agree["relative_mae"])
         weights = clip_and_normalize(estimated, max_ratio=cfg.clip)
-        out["ess"].append(effective_sample_size(weights))
-        out["ess_true"].append(effective_sample_size(true))
+        # The sample size that matters is the training part's: _train holds out the first tenth.
+        n_val = _held_out(split.source[0].shape[0])
+        out["ess"].append(effective_sample_size(weights[n_val:]))
+        out["ess_true"].append(effective_sample_size(true[n_val:]))
         runs = {METHODS[0]: (split.source, None), METHODS[1]: (split.source, weights),
                 METHODS[2]: (split.source, true), METHODS[3]: (split.oracle, None)}
         for method, (data, w) in runs.items():
@@ -195,6 +209,11 @@ def _fashion(cfg: CovariateShiftConfig, ctx: ExperimentContext) -> dict:
             out["accuracy"][method].append(test_acc)
             out["val"][method].append(val_acc)
     return out
+
+
+def _held_out(n: int) -> int:
+    """How many of ``n`` source images (the first ones) are held out for validation."""
+    return n // 10
 
 
 def _estimate_weights(source: torch.Tensor, target: torch.Tensor, l2: float) -> torch.Tensor:
@@ -214,12 +233,12 @@ def _train(data: tuple[torch.Tensor, torch.Tensor], weights: torch.Tensor | None
            device: str) -> tuple[float, float]:
     """Target test accuracy and (weighted) held-out source accuracy of softmax regression."""
     x, y = data
-    n_val = x.shape[0] // 10
+    n_val = _held_out(x.shape[0])
     w_train = None if weights is None else weights[n_val:]
     w_val = None if weights is None else weights[:n_val]
     task = WeightedImageTask({"train": (x[n_val:], y[n_val:], w_train), "val": (x[:n_val], y[:n_val], w_val),
                               "test": (*test, None)}, batch_size=128, seed=seed)
-    torch.manual_seed(seed)
+    seeding.seed_global(seed, "init")
     model = create_model(MODEL)
     config = TrainConfig(epochs=cfg.epochs, batch_size=128, lr=0.1, schedule="cosine", seed=seed,
                          device=device)

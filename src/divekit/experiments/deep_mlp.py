@@ -4,7 +4,7 @@
     h_l = act(norm_l(h_{l-1} W_l^T + b_l))        l = 1 .. depth,   W_1: (width, in), W_l: (width, width)
     out = h_depth W_out^T + b_out                                     W_out: (classes, width)
 
-``norm`` is none, the scratch :class:`divekit.nn.batchnorm.BatchNorm` or ``nn.BatchNorm1d``; both
+``norm`` is none, the scratch :class:`divekit.nn.batchnorm.BatchNorm1d` or ``nn.BatchNorm1d``; both
 normalisations sit between the linear map and the activation, as in the original batch-norm paper.
 Shapes: ``x`` ``(batch, *)`` with ``prod(*) = in_features`` -> ``(batch, out_features)``.
 """
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from divekit.errors import DivekitError, ShapeError
-from divekit.nn.batchnorm import BatchNorm
+from divekit.nn.batchnorm import BatchNorm1d
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 NORMS = ("none", "scratch", "torch")
@@ -30,7 +30,7 @@ class DeepMLPConfig:
     width: int = 128  # every hidden layer has this many units
     depth: int = 10  # number of hidden layers
     activation: str = "sigmoid"  # sigmoid | tanh | relu
-    norm: str = "none"  # none | scratch (divekit BatchNorm) | torch (nn.BatchNorm1d)
+    norm: str = "none"  # none | scratch (divekit BatchNorm1d) | torch (nn.BatchNorm1d)
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -43,7 +43,7 @@ class DeepMLPConfig:
 
 def _norm(kind: str, width: int) -> nn.Module:
     if kind == "scratch":
-        return BatchNorm(width, 2)
+        return BatchNorm1d(width)
     if kind == "torch":
         return nn.BatchNorm1d(width)
     return nn.Identity()

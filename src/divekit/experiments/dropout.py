@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from divekit import seeding
+from divekit.cpu import single_thread
 from divekit.data.fashion_mnist import FashionMNIST
 from divekit.errors import DivekitError
 from divekit.experiments.base import ExperimentContext
-from divekit.cpu import single_thread
 from divekit.experiments.fashion_mnist_study import StudyRun, train_study_model
 from divekit.nn.dropout import Dropout
 from divekit.plots import line_plot
@@ -97,7 +98,7 @@ def _run(ctx: ExperimentContext) -> dict:
     epochs = ctx.pick(40, 20)
     limit = ctx.pick(2_000, None)
     data = FashionMNIST()
-    torch.manual_seed(ctx.seed)
+    seeding.seed_global(ctx.seed, "init")
     initial = DropoutMLP(DropoutMLPConfig()).state_dict()
     rows, acc_curves, loss_curves, runs = [], {}, {}, {}
     for label, rates, implementation in VARIANTS:

@@ -12,9 +12,9 @@ import torch
 from divekit.data.fashion_mnist import CLASS_NAMES
 from divekit.experiments.base import ExperimentContext
 from divekit.metrics.classification import confusion_matrix
+from divekit.pipeline import load_trained, train_model
 from divekit.plots import confusion_matrix_plot, image_grid, line_plot
 from divekit.registry import register_experiment
-from divekit.train.pipeline import load_trained, train_model
 
 # (label, model, options, recipe overrides): the book's recipes, LeNet also in its modern form.
 MODELS = [

@@ -23,10 +23,11 @@ import math
 import torch
 from torch import nn
 
+from divekit import seeding
+from divekit.cpu import single_thread
 from divekit.experiments.base import ExperimentContext
 from divekit.experiments.deep_mlp import DeepMLP, DeepMLPConfig
 from divekit.experiments.heatmap_plot import heatmap_plot
-from divekit.cpu import single_thread
 from divekit.nn.clip import clip_grad_norm, global_grad_norm
 from divekit.nn.init import init_linear_layers_
 from divekit.plots import line_plot
@@ -56,7 +57,7 @@ def matrix_product_norms(steps: int, seeds: int, std: float, n: int = 4) -> list
     """Mean over seeds of ``log10 ||M_1 .. M_k||_F`` for ``k = 1 .. steps``, ``M_i`` with ``N(0, std^2)`` entries."""
     total = torch.zeros(steps, dtype=torch.float64)
     for seed in range(seeds):
-        g = torch.Generator().manual_seed(seed)
+        g = seeding.generator(seed, "data")
         product = torch.eye(n, dtype=torch.float64)
         for k in range(steps):
             product = product @ (std * torch.randn(n, n, generator=g, dtype=torch.float64))
@@ -67,9 +68,9 @@ def matrix_product_norms(steps: int, seeds: int, std: float, n: int = 4) -> list
 def layer_gradient_norms(scheme: str, gain_for: str, activation: str, *, depth: int, width: int = 128,
                          batch: int = 256, seed: int = 0) -> list[float]:
     """``||dL/dW_l||_F`` for the ``depth + 1`` linear layers, input side first, at initialisation."""
-    g = torch.Generator().manual_seed(seed)
     model = DeepMLP(DeepMLPConfig(in_features=width, width=width, depth=depth, activation=activation)).double()
-    init_linear_layers_(model, scheme, nonlinearity=gain_for, generator=g)
+    init_linear_layers_(model, scheme, nonlinearity=gain_for, generator=seeding.generator(seed, "init"))
+    g = seeding.generator(seed, "data")
     x = torch.randn(batch, width, generator=g, dtype=torch.float64)
     y = torch.randint(0, 10, (batch,), generator=g)
     nn.functional.cross_entropy(model(x), y).backward()
@@ -78,7 +79,7 @@ def layer_gradient_norms(scheme: str, gain_for: str, activation: str, *, depth: 
 
 def _teacher_data(seed: int, n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs ``(n, 16)`` and the outputs ``(n,)`` of a random one-hidden-layer tanh network."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.generator(seed, "data")
     x = torch.randn(n, 16, generator=g, dtype=torch.float64)
     w1 = torch.randn(16, 32, generator=g, dtype=torch.float64) / 4
     w2 = torch.randn(32, generator=g, dtype=torch.float64) / math.sqrt(32)
@@ -95,9 +96,9 @@ def clipping_run(clip: str, *, steps: int, seed: int = 0, lr: float = 0.1,
     ``clip``: ``"none"``, ``"scratch"`` (:func:`divekit.nn.clip.clip_grad_norm`) or ``"torch"``.
     """
     x, y = _teacher_data(seed)
-    g = torch.Generator().manual_seed(seed + 1)
     model = DeepMLP(DeepMLPConfig(in_features=16, out_features=1, width=64, depth=20, activation="tanh")).double()
-    init_linear_layers_(model, "kaiming", nonlinearity="relu", generator=g)
+    init_linear_layers_(model, "kaiming", nonlinearity="relu", generator=seeding.generator(seed, "init"))
+    g = seeding.generator(seed, "order")  # which examples each step draws
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     losses, norms = [], []
     for _ in range(steps):

@@ -17,9 +17,10 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
+from divekit import seeding
+from divekit.cpu import flush_denormals, single_thread
 from divekit.data.fashion_mnist import FashionMNIST
 from divekit.experiments.base import ExperimentContext
-from divekit.cpu import flush_denormals, single_thread
 from divekit.experiments.deep_mlp import ACTIVATIONS, DeepMLP, DeepMLPConfig
 from divekit.experiments.fashion_mnist_study import train_study_model
 from divekit.nn import init as scratch
@@ -43,9 +44,9 @@ def weight_statistics(seed: int, shape: tuple[int, int] = (256, 512)) -> list[li
     fan_out, fan_in = shape
     rows = []
     for name, ours, theirs, variance in INITIALISERS:
-        a = ours(torch.empty(shape, dtype=torch.float64), generator=torch.Generator().manual_seed(seed))
-        # Another seed for torch's draw: the comparison is statistical, not draw for draw.
-        b = theirs(torch.empty(shape, dtype=torch.float64), generator=torch.Generator().manual_seed(seed + 1))
+        a = ours(torch.empty(shape, dtype=torch.float64), generator=seeding.generator(seed, "init", 0))
+        # Another stream for torch's draw: the comparison is statistical, not draw for draw.
+        b = theirs(torch.empty(shape, dtype=torch.float64), generator=seeding.generator(seed, "init", 1))
         rows.append([name, variance(fan_in, fan_out), a.var().item(), b.var().item()])
     return rows
 
@@ -53,7 +54,7 @@ def weight_statistics(seed: int, shape: tuple[int, int] = (256, 512)) -> list[li
 def forward_second_moments(scheme: str, gain_for: str, activation: str, *, depth: int = 30, width: int = 256,
                            batch: int = 512, seed: int = 0, use_torch: bool = False) -> list[float]:
     """``E[z_l^2]`` for ``l = 1 .. depth`` at initialisation (``use_torch``: torch's Kaiming/Xavier normal)."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.generator(seed, "init")
     layers = [nn.Linear(width, width, dtype=torch.float64) for _ in range(depth)]
     stack = nn.Sequential(*layers)
     if use_torch:
@@ -67,7 +68,7 @@ def forward_second_moments(scheme: str, gain_for: str, activation: str, *, depth
     else:
         scratch.init_linear_layers_(stack, scheme, nonlinearity=gain_for, generator=g)
     act = ACTIVATIONS[activation]()
-    h = torch.randn(batch, width, generator=g, dtype=torch.float64)
+    h = torch.randn(batch, width, generator=seeding.generator(seed, "data"), dtype=torch.float64)
     moments = []
     with torch.no_grad():
         for layer in layers:
@@ -111,7 +112,7 @@ def _run(ctx: ExperimentContext) -> dict:
         config = DeepMLPConfig(depth=depth, width=128, activation="relu")
         model = DeepMLP(config)
         scratch.init_linear_layers_(model, scheme, nonlinearity=gain_for,
-                                    generator=torch.Generator().manual_seed(ctx.seed))
+                                    generator=seeding.generator(ctx.seed, "init"))
         r = train_study_model(model, name=f"deep-mlp ({label})", model_config=asdict(config), data=data,
                               epochs=epochs, lr=0.1, limit=limit, seed=ctx.seed, device=ctx.device,
                               progress=ctx.progress, splits=("test",))

@@ -20,18 +20,33 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from divekit import seeding
+from divekit.cpu import single_thread  # noqa: E402
 from divekit.data.fashion_mnist import CLASS_NAMES, FashionMNIST, load_fashion_mnist  # noqa: E402
 from divekit.data.shift import (  # noqa: E402
-    class_prior, dirichlet_prior, dominant_prior, max_sample_size, sample_with_prior,
+    class_prior,
+    dirichlet_prior,
+    dominant_prior,
+    max_sample_size,
+    sample_with_prior,
 )
 from divekit.experiments.base import ExperimentContext  # noqa: E402
 from divekit.plots import legend_outside, line_plot, save_figure  # noqa: E402
-from divekit.registry import config_to_dict, create_model, get_model, register_experiment  # noqa: E402
-from divekit.cpu import single_thread  # noqa: E402
+from divekit.registry import (  # noqa: E402
+    config_to_dict,
+    create_model,
+    get_model,
+    register_experiment,
+)
 from divekit.shift import format_ci, mean_ci  # noqa: E402
 from divekit.shift.covariate import WeightedImageTask  # noqa: E402
 from divekit.shift.label import (  # noqa: E402
-    adjust_logits, bbse_weights, em_prior, fit_temperature, joint_confusion, prediction_mean,
+    adjust_logits,
+    bbse_weights,
+    em_prior,
+    fit_temperature,
+    joint_confusion,
+    prediction_mean,
 )
 from divekit.tasks.image_classification import ImageClassification, prepare_images  # noqa: E402
 from divekit.train.config import TrainConfig  # noqa: E402
@@ -173,7 +188,7 @@ def _trainer(model: torch.nn.Module, task, cfg: LabelShiftConfig, seed: int, dev
 
 def _train_source(data: FashionMNIST, cfg: LabelShiftConfig, seed: int, device: str) -> SourceModel:
     task = ImageClassification(batch_size=128, seed=seed, limit=cfg.n_train, data=data, val_size=cfg.n_holdout)
-    torch.manual_seed(seed)
+    seeding.seed_global(seed, "init")
     trainer = _trainer(create_model(MODEL), task, cfg, seed, device)
     trainer.fit()
     logits, labels = task.predict(trainer.model, "val")
@@ -240,7 +255,7 @@ def _reweighted_accuracy(source: SourceModel, weights: torch.Tensor, x: torch.Te
     (tx, ty), (vx, vy) = source.train, source.val
     task = WeightedImageTask({"train": (tx, ty, weights[ty].float()), "val": (vx, vy, weights[vy].float()),
                               "target": (x, y, None)}, batch_size=128, seed=seed)
-    torch.manual_seed(seed)
+    seeding.seed_global(seed, "init")
     trainer = _trainer(create_model(MODEL), task, cfg, seed, device)
     trainer.fit()
     return task.evaluate(trainer.model, "target")["accuracy"]

@@ -19,15 +19,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
+import matplotlib.pyplot as plt  # noqa: E402, I001
 
+from divekit import seeding
 from divekit.cpu import single_thread
 from divekit.experiments.base import ExperimentContext
-from divekit.plots import legend_outside, line_plot, save_figure  # also selects matplotlib's file-only backend
-import matplotlib.pyplot as plt  # noqa: E402, I001
 from divekit.metrics.bleu import corpus_bleu
+from divekit.plots import legend_outside, line_plot, save_figure  # also selects matplotlib's file-only backend
 from divekit.registry import config_to_dict, get_model, register_experiment
-from divekit.tasks.translation import BLEU_UNK, Translation, Translator, load_translator, real_splits
+from divekit.tasks.translation import (
+    BLEU_UNK,
+    Translation,
+    Translator,
+    load_translator,
+    real_splits,
+)
 from divekit.train.config import TrainConfig
 from divekit.train.trainer import Trainer
 
@@ -106,13 +112,13 @@ def rows_at(rows: list[list], width: int, alpha: float) -> list:
 
 def sample(pairs: list, n: int, seed: int) -> list:
     """``n`` pairs drawn at random, kept in their order."""
-    return [pairs[i] for i in sorted(random.Random(seed).sample(range(len(pairs)), min(n, len(pairs))))]
+    return [pairs[i] for i in sorted(random.Random(seeding.stream_seed(seed, "eval")).sample(range(len(pairs)), min(n, len(pairs))))]
 
 
 def _train(name: str, config, train_config: TrainConfig, splits: tuple, limit: int | None,
            ctx: ExperimentContext) -> tuple[list[dict], float]:
     """The Trainer on the fra-eng task with the given splits; ``best.pt`` lands in ``ctx.path("model")``."""
-    torch.manual_seed(train_config.seed)
+    seeding.seed_global(train_config.seed, "init")
     model = get_model(name).build(config)
     task = Translation(src_vocab_size=config.src_vocab_size, tgt_vocab_size=config.tgt_vocab_size,
                        num_steps=config.num_steps, batch_size=train_config.batch_size, seed=train_config.seed,
@@ -152,7 +158,7 @@ def run(ctx: ExperimentContext) -> dict:
               title="Test BLEU by beam width and length normalisation")
     bars_plot(ctx.path("bleu_by_length.png"), names, series, xlabel="source length (tokens, with punctuation)",
               ylabel="test BLEU", title="Test BLEU by source length")
-    picks = sorted(random.Random(ctx.seed).sample(range(len(test)), min(20, len(test))))
+    picks = sorted(random.Random(seeding.stream_seed(ctx.seed, "eval")).sample(range(len(test)), min(20, len(test))))
     examples = [[" ".join(test[i][0]), " ".join(test[i][1]), shown(outputs[(1, 0.0)][i]), shown(outputs[best_key][i])]
                 for i in picks]
     greedy = rows[0][3]

@@ -28,11 +28,12 @@ from typing import Literal
 
 import torch
 
+from divekit import seeding
+from divekit.cpu import single_thread
 from divekit.data.loader import TensorLoader
 from divekit.data.synthetic import RegressionData, linear_data
 from divekit.errors import DivekitError
 from divekit.experiments.base import ExperimentContext
-from divekit.cpu import single_thread
 from divekit.plots import line_plot
 from divekit.registry import register_experiment
 
@@ -85,7 +86,7 @@ def train_linear(data: RegressionData, lambd: float, *, method: Method = "penalt
     """
     if method not in ("penalty", "optimizer"):
         raise DivekitError(f"method must be 'penalty' or 'optimizer', got '{method}'")
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.generator(seed, "init")  # never the data's stream: w0 would equal the first input
     w = torch.randn(data.train_x.shape[1], generator=g, dtype=data.train_x.dtype).requires_grad_()
     b = torch.zeros((), dtype=data.train_x.dtype, requires_grad=True)
     opt = _optimizer(w, b, optimizer, lr, momentum, lambd if method == "optimizer" else 0.0)

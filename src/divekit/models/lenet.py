@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from divekit.models._classifier import ImageClassifier, xavier_init_
-from divekit.nn.batchnorm import BatchNorm
+from divekit.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from divekit.nn.conv import Conv2d
 from divekit.nn.pooling import AvgPool2d, MaxPool2d
 from divekit.registry import register_model
@@ -53,7 +53,7 @@ class Blocks:
 
     def norm(self, features: int, conv: bool) -> nn.Module:
         if self.scratch:
-            return BatchNorm(features, num_dims=4 if conv else 2)
+            return BatchNorm2d(features) if conv else BatchNorm1d(features)
         return nn.BatchNorm2d(features) if conv else nn.BatchNorm1d(features)
 
 

@@ -182,12 +182,38 @@ def _check_conv_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         raise ShapeError(f"conv2d input dtype {x.dtype} differs from weight dtype {weight.dtype}")
 
 
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _explicit_padding(padding: str | IntPair, kernel: tuple[int, int], dilation: tuple[int, int],
+                      stride: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` pixels of padding for an int, a pair, ``"valid"`` or ``"same"``.
+
+    ``"same"`` pads ``d*(k - 1)`` pixels per axis so that the output keeps the input's size (stride 1
+    only); an odd total puts the extra pixel on the right/bottom, as PyTorch does.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+        if stride != (1, 1):
+            raise ValueError("padding='same' is not supported for strided convolutions")
+        (th, tw) = (dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1))
+        return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+    ph, pw = as_pair(padding, "padding")
+    return (pw, pw, ph, ph)
+
+
 class Conv2d(nn.Module):
     """Convolution layer ``(B, C_in, H, W) -> (B, C_out, H_out, W_out)`` computing :func:`conv2d`.
 
-    Constructor arguments, parameter names (``weight`` ``(C_out, C_in/groups, kh, kw)``, ``bias``
-    ``(C_out,)``) and default initialisation mirror ``torch.nn.Conv2d``, so state dicts move between
-    the two unchanged. Padding is always zeros (``nn.Conv2d``'s default ``padding_mode``).
+    Constructor arguments (order and defaults), parameter names (``weight`` ``(C_out, C_in/groups,
+    kh, kw)``, ``bias`` ``(C_out,)``), default initialisation and the accepted inputs (also
+    unbatched ``(C_in, H, W)``) mirror ``torch.nn.Conv2d``, so it is a drop-in and state dicts move
+    between the two unchanged. ``padding`` may be ``"valid"`` or ``"same"``; ``padding_mode`` other
+    than ``"zeros"`` pads the input with ``F.pad`` (reflect, replicate, circular) before a convolution
+    without padding, as PyTorch does.
     """
 
     def __init__(
@@ -196,22 +222,27 @@ class Conv2d(nn.Module):
         out_channels: int,
         kernel_size: IntPair,
         stride: IntPair = 1,
-        padding: IntPair = 0,
+        padding: str | IntPair = 0,
         dilation: IntPair = 1,
         groups: int = 1,
         bias: bool = True,
+        padding_mode: str = "zeros",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if in_channels % groups or out_channels % groups:
+        if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}"
             )
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = as_pair(kernel_size, "kernel_size")
-        self.stride, self.padding = as_pair(stride, "stride"), as_pair(padding, "padding")
-        self.dilation = as_pair(dilation, "dilation")
+        self.stride, self.dilation = as_pair(stride, "stride"), as_pair(dilation, "dilation")
+        self._pads = _explicit_padding(padding, self.kernel_size, self.dilation, self.stride)
+        self.padding = padding if isinstance(padding, str) else as_pair(padding, "padding")
+        self.padding_mode = padding_mode
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
@@ -230,19 +261,32 @@ class Conv2d(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, C_in, H, W)`` -> ``(B, C_out, H_out, W_out)``."""
-        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """``input``: ``(B, C_in, H, W)`` -> ``(B, C_out, H_out, W_out)``; unbatched ``(C_in, H, W)`` likewise."""
+        unbatched = input.dim() == 3
+        x = input.unsqueeze(0) if unbatched else input
+        left, right, top, bottom = self._pads
+        if self.padding_mode == "zeros" and left == right and top == bottom:
+            y = conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        else:
+            # Asymmetric ("same" with an even kernel) or non-zero padding: pad first, then no padding.
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, self._pads, mode=mode) if x.dim() == 4 else x  # a wrong rank: conv2d names it
+            y = conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return y.squeeze(0) if unbatched else y
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}"
+            + ("" if self.padding_mode == "zeros" else f", padding_mode={self.padding_mode}")
         )
 
 
 class Conv2d1x1(Conv2d):
     """A 1x1 convolution written as what it is: one fully connected layer applied at every pixel.
+
+    Not a mirror of a torch class (torch spells it ``nn.Conv2d(C_in, C_out, 1)``, whose weights it loads).
 
     With ``kh = kw = 1`` the window sum disappears and ``y[n, :, i, j] = W @ x[n, :, i, j] + b`` with
     ``W = weight[:, :, 0, 0]`` of shape ``(C_out, C_in)``: it mixes channels and never looks at

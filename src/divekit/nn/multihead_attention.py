@@ -1,10 +1,16 @@
-"""Multi-head attention from scratch, a drop-in for ``torch.nn.MultiheadAttention``, with a key/value cache.
+"""Multi-head attention from scratch, batch-first, with a key/value cache for incremental decoding.
 
 Symbols: B batch, T queries, S keys, D model width, H heads, D/H width of one head.
 
-``MultiHeadAttention`` takes torch's *block* masks (``key_padding_mask`` ``(B, S)`` and ``attn_mask``,
-``True`` = may not attend, or float masks added to the scores) and the *keep*-convention
-``valid_lens`` of :mod:`divekit.nn.attention`; all given masks are combined.
+``MultiHeadAttention`` deliberately does not mirror ``torch.nn.MultiheadAttention``'s signature: it
+is the readable layer the Transformer blocks are built from, batch-first, with four separate
+projections ``W_q, W_k, W_v, W_o``, keyword-only masks, ``valid_lens`` and a cache. It loads the
+weights of a torch layer with :meth:`MultiHeadAttention.load_from_torch`. The drop-in with torch's
+constructor, parameter names and call is :class:`divekit.nn.mha.MultiheadAttention`.
+
+It takes torch's *block* masks (``key_padding_mask`` ``(B, S)`` and ``attn_mask``, ``True`` = may
+not attend, or float masks added to the scores) and the *keep*-convention ``valid_lens`` of
+:mod:`divekit.nn.attention`; all given masks are combined.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from divekit.nn.attention import masked_softmax, valid_lens_mask
 KVCache = dict[str, Tensor | bool]
 
 
-def _blocked_and_bias(mask: Tensor) -> tuple[Tensor, Tensor | None]:
+def blocked_and_bias(mask: Tensor) -> tuple[Tensor, Tensor | None]:
     """Split a torch-style mask into (blocked positions, finite additive bias or None).
 
     A bool mask blocks where True. A float mask is added to the scores; its -inf entries are
@@ -120,7 +126,7 @@ class MultiHeadAttention(nn.Module):
                 raise ShapeError(
                     f"key_padding_mask must have shape (B, S)=({batch}, {keys}), got {tuple(key_padding_mask.shape)}"
                 )
-            blocked, extra = _blocked_and_bias(key_padding_mask.view(batch, 1, 1, keys))
+            blocked, extra = blocked_and_bias(key_padding_mask.view(batch, 1, 1, keys))
             blocked_parts.append(blocked)
             bias = extra
         if attn_mask is not None:
@@ -133,7 +139,7 @@ class MultiHeadAttention(nn.Module):
                     f"attn_mask must have shape (T, S)=({queries}, {keys}) or (B*H, T, S)="
                     f"({batch * heads}, {queries}, {keys}), got {tuple(attn_mask.shape)}"
                 )
-            blocked, extra = _blocked_and_bias(attn_mask)
+            blocked, extra = blocked_and_bias(attn_mask)
             blocked_parts.append(blocked)
             if extra is not None:
                 bias = extra if bias is None else bias + extra

@@ -36,12 +36,18 @@ def check_shape(name: str, x: Tensor, expected: tuple[int | None, ...], symbols:
         raise ShapeError(f"{name} must have shape {symbols}=({sizes}), got {tuple(x.shape)}")
 
 
-def rnn_step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
-    """``h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)``, all ``(B, H)``."""
-    return torch.tanh(F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh))
+def rnn_step(
+    x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+    *, nonlinearity: str = "tanh",
+) -> Tensor:
+    """``h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``, all ``(B, H)``; ``act`` is tanh or ReLU."""
+    pre = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
+    return torch.relu(pre) if nonlinearity == "relu" else torch.tanh(pre)
 
 
-def gru_step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
+def gru_step(
+    x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None
+) -> Tensor:
     """One GRU step; see :class:`GRUCell` for the equations. Returns ``h'`` of shape ``(B, H)``."""
     x_r, x_z, x_n = F.linear(x, w_ih, b_ih).chunk(3, dim=-1)
     h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
@@ -52,7 +58,7 @@ def gru_step(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_h
 
 
 def lstm_step(
-    x: Tensor, state: LSTMState, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor
+    x: Tensor, state: LSTMState, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None
 ) -> LSTMState:
     """One LSTM step; see :class:`LSTMCell` for the equations. Returns ``(h', c')``, each ``(B, H)``."""
     h, c = state
@@ -65,21 +71,35 @@ def lstm_step(
 
 
 class _Cell(nn.Module):
-    """Parameters, initialisation and input checks shared by the three cells."""
+    """Parameters, initialisation and input checks shared by the three cells.
+
+    Each cell takes the constructor arguments of its ``torch.nn`` twin, in the same order with the
+    same defaults (``input_size, hidden_size, bias=True, [nonlinearity="tanh",] device=None,
+    dtype=None``); with ``bias=False`` the two biases are registered as None, as torch does.
+    """
 
     gates: int = 1
 
-    def __init__(self, input_size: int, hidden_size: int) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         if input_size <= 0 or hidden_size <= 0:
             raise ValueError(f"sizes must be positive, got input {input_size}, hidden {hidden_size}")
         self.input_size = input_size
         self.hidden_size = hidden_size
+        self.bias = bias
         rows = self.gates * hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(rows))
-        self.bias_hh = nn.Parameter(torch.empty(rows))
+        factory = {"device": device, "dtype": dtype}
+        self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **factory))
+        for name in ("bias_ih", "bias_hh"):
+            self.register_parameter(name, nn.Parameter(torch.empty(rows, **factory)) if bias else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -88,7 +108,7 @@ class _Cell(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
-    def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _weights(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
 
     def _batched(self, x: Tensor) -> tuple[Tensor, bool]:
@@ -111,7 +131,7 @@ class _Cell(nn.Module):
 
 
 class RNNCell(_Cell):
-    """Elman cell with tanh: ``h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)``.
+    """Elman cell: ``h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)``, ``act`` tanh (default) or ReLU.
 
     ``forward(x (B, I), h (B, H) or None) -> h' (B, H)``; a missing state means zeros and an
     unbatched ``x (I,)`` gives ``h' (H,)``, as in ``nn.RNNCell``.
@@ -119,9 +139,23 @@ class RNNCell(_Cell):
 
     gates = 1
 
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"unknown nonlinearity {nonlinearity!r}; choose 'tanh' or 'relu'")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._batched(input)
-        h = rnn_step(x, self._state(hx, x, unbatched, "hx"), *self._weights())
+        h = rnn_step(x, self._state(hx, x, unbatched, "hx"), *self._weights(), nonlinearity=self.nonlinearity)
         return h.squeeze(0) if unbatched else h
 
 

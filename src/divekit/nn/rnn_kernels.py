@@ -26,13 +26,25 @@ from torch import Tensor
 
 
 def _onednn_ops() -> tuple[Callable[..., Tensor], Callable[..., Tensor]] | None:
-    """oneDNN's linear op and its weight-packing op, or None where this build of torch lacks them."""
+    """oneDNN's linear op and its weight-packing op, or None where this build of torch lacks them.
+
+    These ops are private to torch, so each form used here is tried once on a tiny product and
+    checked against ``F.linear``: a release that renamed or changed one falls back to ``F.linear``.
+    """
     if not torch.backends.mkldnn.is_available():
         return None
     try:
-        return torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight
-    except (AttributeError, RuntimeError):
+        linear, reorder = torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight
+        # Fixed values, not random ones: importing divekit must not move the global random stream.
+        x, w = torch.arange(6.0).view(2, 3) / 7, torch.arange(12.0).view(4, 3) / 11 - 0.5
+        b, add = torch.arange(4.0) / 3, torch.arange(8.0).view(2, 4) / 5
+        expected = F.linear(x, w, b)
+        works = (torch.allclose(linear(x, w, b, "none", [], ""), expected)
+                 and torch.allclose(linear(x, reorder(w, 2), b, "none", [], ""), expected)
+                 and torch.allclose(linear.binary(x, add, w, b, "add"), expected + add))
+    except (AttributeError, RuntimeError, TypeError):
         return None
+    return (linear, reorder) if works else None
 
 
 _ONEDNN = _onednn_ops()

@@ -7,8 +7,10 @@ T target length, D model width, H heads, F hidden width of the feed-forward netw
     decoder block:  x = AddNorm(x, CausalSelfAttn(x));  x = AddNorm(x, CrossAttn(x, memory));
                     x = AddNorm(x, FFN(x))
 
-Each block mirrors ``torch.nn.TransformerEncoderLayer`` / ``TransformerDecoderLayer`` with
-``batch_first=True, norm_first=False`` and ReLU, and loads their weights with ``load_from_torch``.
+Each block computes what ``torch.nn.TransformerEncoderLayer`` / ``TransformerDecoderLayer`` compute
+with ``batch_first=True, norm_first=False`` and ReLU, and loads their weights with
+``load_from_torch``; they deliberately do not mirror those classes' signatures (ours name the
+sizes ``d_model, num_heads, ffn_hidden``, default to no dropout, and decode incrementally with a cache).
 Masks follow ``torch.nn.MultiheadAttention``: padding masks block where True.
 """
 

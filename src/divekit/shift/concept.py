@@ -28,6 +28,7 @@ from typing import Protocol
 
 import torch
 
+from divekit import seeding
 from divekit.errors import ShapeError
 from divekit.shift.covariate import LogisticRegression
 
@@ -81,7 +82,7 @@ class DriftingStream:
     def batch(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch t: inputs ``(B, d)`` and noisy labels ``(B,)``."""
         c = self.config
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + t)
+        g = seeding.generator(self.seed, "data", t)
         x = torch.randn(c.batch, c.dim, generator=g, dtype=torch.float64)
         flip = (torch.rand(c.batch, generator=g, dtype=torch.float64) < c.noise).long()
         return x, self.label(x, t) ^ flip

@@ -16,8 +16,8 @@ the model config may switch on these:
   ``CROP_PADDING`` pixels, so these are views the network has learned to read.
 
 Clothing is (nearly) left-right symmetric, so mirrored images are still images of their class. The
-random draws use torch's global generator, whose state the Trainer saves in every checkpoint, so a
-resumed run repeats the uninterrupted one.
+random draws come from the run's ``"augment"`` stream of (seed, epoch, batch) (:mod:`divekit.seeding`),
+independent of dropout and of the data order, so a resumed run repeats the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -130,18 +130,19 @@ class AugmentedImageClassification(ImageClassification):
         self.test_shift = test_shift
         self.erase = erase
 
-    def _train_transform(self, batch):
+    def _augment(self, batch, generator: torch.Generator):
         x, y = batch
         if self.augment:
-            x = random_crop_flip(x)
+            x = random_crop_flip(x, generator=generator)
         if self.erase:
-            x = random_erase(x, self.erase)
-        return prepare_images(x, self.resolution), y
+            x = random_erase(x, self.erase, generator=generator)
+        return x, y
 
     def train_loader(self, dist: DistInfo) -> TensorLoader:
         x, y = self.splits["train"]
         return TensorLoader(
-            x, y, batch_size=self.batch_size, shuffle=True, seed=self.seed, transform=self._train_transform,
+            x, y, batch_size=self.batch_size, shuffle=True, seed=self.seed, augment=self._augment,
+            transform=self._transform,
             rank=dist.rank, world_size=dist.world_size,
         )
 

@@ -24,7 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from divekit.data.timemachine import IGNORE_INDEX, LMData, LMLoader, eval_stream, load_lm_data
+from divekit.data.timemachine import (
+    IGNORE_INDEX,
+    LMData,
+    LMLoader,
+    eval_stream,
+    load_lm_data,
+)
 from divekit.data.vocab import Vocab
 from divekit.errors import CheckpointError
 from divekit.metrics.perplexity import nll_metrics
@@ -127,8 +133,7 @@ def load_language_model(path: str | os.PathLike, *, expect_model: str | None = N
 
     A checkpoint of another task, or of another model than ``expect_model``, is refused.
     """
-    from divekit.registry import get_model
-    from divekit.train.pipeline import model_config_from_dict
+    from divekit.registry import get_model, model_config_from_dict
 
     ckpt = load_checkpoint(path, expect_model=expect_model)
     if ckpt.get("task") != TASK_NAME:

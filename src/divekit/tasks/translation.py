@@ -36,7 +36,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from divekit.data.fra_eng import BOS, EOS, PAD, RESERVED, Pair, build_array, load_pairs, shift_right, split_pairs
+from divekit import seeding
+from divekit.data.fra_eng import (
+    BOS,
+    EOS,
+    PAD,
+    RESERVED,
+    Pair,
+    build_array,
+    load_pairs,
+    shift_right,
+    split_pairs,
+)
 from divekit.data.vocab import UNK, Vocab
 from divekit.decode.beam import decode_batch
 from divekit.errors import CheckpointError, DivekitError
@@ -78,7 +89,7 @@ def subsample(pairs: list[Pair], limit: int | None, seed: int) -> list[Pair]:
     """``limit`` pairs drawn at random from ``seed``, in their original order (all of them if None)."""
     if limit is None or limit >= len(pairs):
         return pairs
-    keep = sorted(random.Random(seed).sample(range(len(pairs)), limit))
+    keep = sorted(random.Random(seeding.stream_seed(seed, "data")).sample(range(len(pairs)), limit))
     return [pairs[i] for i in keep]
 
 
@@ -114,7 +125,7 @@ class BucketLoader:
 
     def batch_indices(self) -> list[Tensor]:
         """This epoch's batches as index tensors."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = seeding.generator(self.seed, "order", self.epoch)
         order = torch.randperm(self.arrays[0].shape[0], generator=g)
         if self.bucket:
             length = self.arrays[3] * 1000 + self.arrays[1]  # by target length, then source length
@@ -192,8 +203,7 @@ def load_translator(path: str | os.PathLike) -> tuple[Translator, dict[str, Any]
 
     Reads no dataset: the vocabularies travel in the checkpoint, as plain data.
     """
-    from divekit.registry import get_model
-    from divekit.train.pipeline import model_config_from_dict
+    from divekit.registry import get_model, model_config_from_dict
 
     ckpt = load_checkpoint(path)
     if ckpt.get("task") != "fra-eng":

@@ -4,10 +4,16 @@ A checkpoint holds tensors, numbers, strings, lists and dicts only: the model's 
 training config, task state such as vocabularies, the position in training, optimizer state and the
 random-number state. Loading uses ``torch.load(weights_only=True)``, whose restricted unpickler
 refuses any object that would run code, so a crafted file is rejected rather than executed.
+
+Each checkpoint also stores the SHA-256 digest of its payload (:func:`payload_digest`: every
+tensor's dtype, shape and bytes and every plain value, in a fixed order). Loading recomputes it, so
+a file whose bytes were altered after it was written, tensor data included, is refused rather
+than silently used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -21,7 +27,40 @@ import torch
 from divekit.errors import CheckpointError
 
 FORMAT = "divekit-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the payload digest
+
+
+def _feed(h: "hashlib._Hash", value: Any) -> None:
+    """Hash ``value`` unambiguously: a type tag, then its content (lengths before variable parts)."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=lambda k: (type(k).__name__, str(k))):
+            _feed(h, key)
+            _feed(h, value[key])
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}".encode())
+        for item in value:
+            _feed(h, item)
+    elif isinstance(value, str):
+        data = value.encode()
+        h.update(f"S{len(data)}:".encode() + data)
+    elif isinstance(value, bytes):
+        h.update(f"B{len(value)}:".encode() + value)
+    elif value is None or isinstance(value, (bool, int, float)):
+        h.update(f"{type(value).__name__}:{value!r};".encode())
+    else:
+        raise TypeError(f"a checkpoint holds plain data only, not {type(value).__name__}")
+
+
+def payload_digest(payload: dict[str, Any]) -> str:
+    """SHA-256 over everything in a checkpoint except its header (format, version, digest)."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in payload.items() if k not in ("format", "version", "digest")})
+    return h.hexdigest()
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -32,6 +71,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": VERSION, **payload}
+    data["digest"] = payload_digest(data)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -45,13 +85,26 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file as given, or for a run directory its ``best.pt`` (else its ``checkpoint.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "checkpoint.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"'{path}' is a directory holding no checkpoint (best.pt or checkpoint.pt)")
+    return path
+
+
 def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None) -> dict[str, Any]:
     """Read a checkpoint safely; raise :class:`CheckpointError` with a one-line reason if it is not one of ours.
+
+    ``path`` may be a run directory: its ``best.pt`` is read (its ``checkpoint.pt`` if it has no best).
 
     Args:
         expect_model: when given, a checkpoint of any other model is refused.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     if not zipfile.is_zipfile(path):  # torch.save always writes a zip archive
@@ -72,6 +125,15 @@ def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None)
         raise CheckpointError(f"'{path}' is not a divekit checkpoint")
     if data.get("version") != VERSION:
         raise CheckpointError(f"'{path}' has checkpoint version {data.get('version')}, this divekit reads {VERSION}")
+    try:
+        actual = payload_digest(data)
+    except TypeError as e:
+        raise CheckpointError(f"'{path}' is not a divekit checkpoint: {e}") from None
+    if data.get("digest") != actual:
+        raise CheckpointError(
+            f"checkpoint '{path}' is damaged: its contents do not match the digest stored in it; "
+            f"it was altered after it was written"
+        )
     if expect_model is not None and data.get("model") != expect_model:
         raise CheckpointError(
             f"'{path}' is a checkpoint of model '{data.get('model')}', not of '{expect_model}'"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -44,13 +45,16 @@ class TrainConfig:
 
         need(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
-        need(self.lr > 0, f"--lr must be positive, got {self.lr}")
+        need(math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive finite number, got {self.lr}")
+        need(isinstance(self.seed, int) and self.seed >= 0, f"--seed must be a whole number >= 0, got {self.seed}")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
         need(self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
         need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
-        need(self.grad_clip is None or self.grad_clip > 0, f"--grad-clip must be positive, got {self.grad_clip}")
+        need(self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
+             f"--grad-clip must be a positive finite number, got {self.grad_clip}")
         need(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
-        need(self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}")
+        need(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"--weight-decay must be a non-negative finite number, got {self.weight_decay}")
         need(self.warmup_steps >= 0, f"--warmup-steps must be non-negative, got {self.warmup_steps}")
         need(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         need(self.patience is None or self.patience >= 1, f"--patience must be at least 1, got {self.patience}")

@@ -8,9 +8,12 @@
         metrics = task.evaluate(model, "val")   # logged as one JSON line
         save checkpoint (atomic), and best.pt when the monitored metric improves
 
-The learning rate is a pure function of the global step (``divekit.train.schedule``), data order a
-pure function of (seed, epoch), and the random-number state is saved with every checkpoint, so a
-resumed run, even one interrupted mid-epoch by Ctrl-C, reproduces the uninterrupted one.
+The learning rate is a pure function of the global step (``divekit.train.schedule``), data order
+and augmentation pure functions of (seed, epoch, batch) (``divekit.seeding``), and torch's global
+random state (dropout) is saved with every checkpoint. Ctrl-C never cuts a step in two: it is
+noted, the step in progress finishes, and the checkpoint is written at that step boundary, so a
+resumed run, even one interrupted mid-epoch, reproduces the uninterrupted one. A second Ctrl-C
+stops at once and keeps the last checkpoint written.
 """
 
 from __future__ import annotations
@@ -30,28 +33,48 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from divekit import seeding
 from divekit.errors import DivekitError, NonFiniteLossError
 from divekit.train.checkpoint import load_model_state, save_checkpoint
 from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo, all_reduce_sum, barrier
+from divekit.train.rundir import RunDir
 from divekit.train.schedule import lr_at
 from divekit.train.task import Task, batches_from, to_device
 
 
-@contextlib.contextmanager
-def _deferred_sigint():
-    """Hold Ctrl-C until the block ends, then raise it: a checkpoint is never half-bookkept."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
+class _StopRequest:
+    """Ctrl-C as a request to stop at the next step boundary; a second Ctrl-C stops at once.
+
+    While active, SIGINT only sets :attr:`requested`. The loop checks it between steps, so the
+    weights, the optimizer, the step counters and the random state it saves all belong to the same
+    step. Only the main thread may install signal handlers; elsewhere this does nothing.
+    """
+
+    def __init__(self, log) -> None:
+        self.requested = False
+        self._log = log
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise _Abort  # the second Ctrl-C: the user does not want to wait
+        self.requested = True
+        self._log("stopping after this step to save a checkpoint (Ctrl-C again to stop at once)")
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+class _Abort(BaseException):
+    """A second Ctrl-C: leave without saving (the state may be between two halves of a step)."""
 
 
 class TrainingInterrupted(DivekitError):
@@ -98,6 +121,8 @@ class Trainer:
     Args:
         model_name, model_config: stored in checkpoints so that a checkpoint names its model.
         run_dir: where ``metrics.jsonl``, ``checkpoint.pt`` and ``best.pt`` go (None: nowhere).
+        run: the locked :class:`~divekit.train.rundir.RunDir` of ``run_dir``, whose run id every
+            checkpoint and metrics line carries (None: an unowned directory, as in unit tests).
         dist: this process's place in a ``torchrun`` group (default: a single process).
         progress: show a tqdm bar with loss and throughput (rank 0 only).
     """
@@ -111,6 +136,7 @@ class Trainer:
         model_name: str,
         model_config: dict[str, Any],
         run_dir: Path | None = None,
+        run: RunDir | None = None,
         dist: DistInfo | None = None,
         progress: bool = True,
         log=print,
@@ -120,6 +146,8 @@ class Trainer:
         self.model_name = model_name
         self.model_config = model_config
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run = run
+        self.run_id = run.run_id if run is not None else None
         self.dist = dist or DistInfo()
         if self.run_dir is not None and self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +190,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "model": self.model_name,
+            "run_id": self.run_id,
             "model_config": self.model_config,
             "train_config": self.config.to_dict(),
             "task": self.task.name,
@@ -177,16 +206,22 @@ class Trainer:
             "rng": rng,
         }
 
-    def restore(self, ckpt: dict[str, Any], source: str = "checkpoint") -> None:
-        """Continue from a checkpoint written by :meth:`state` (model name already checked)."""
+    def restore(self, ckpt: dict[str, Any], source: str = "checkpoint", *, fork: bool = False) -> None:
+        """Continue from a checkpoint written by :meth:`state` (model name already checked).
+
+        ``fork``: a new run starting from this state selects its model among its own epochs, so
+        the best value seen so far is forgotten.
+        """
         load_model_state(self.model, ckpt["model_state"], source=source)
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         self.epoch = int(ckpt["epoch"])
         self.step_in_epoch = int(ckpt["step_in_epoch"])
         self.global_step = int(ckpt["global_step"])
         self.partial = dict(ckpt["partial"])
-        self.best_value = ckpt.get("best_value")
+        self.best_value = None if fork else ckpt.get("best_value")
         self.history = list(ckpt["history"])
+        if self.run is not None and self.dist.is_main:
+            self.run.rewrite_metrics(self.history)  # drop lines a killed run wrote past its checkpoint
         torch.set_rng_state(ckpt["rng"]["torch"])
         if "cuda" in ckpt["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
@@ -205,25 +240,25 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train from the current state to ``config.epochs`` epochs."""
         if self.global_step == 0:
-            torch.manual_seed(self.config.seed)  # a fresh run's dropout stream depends on the seed alone
+            seeding.seed_global(self.config.seed, "dropout")  # a fresh run's dropout stream: its own
         loader = self.task.train_loader(self.dist)
         total_steps = self.config.epochs * len(loader)
         start = time.perf_counter()
-        while self.epoch < self.config.epochs:
+        with _StopRequest(self.log) as stop:
             try:
-                self._train_epoch(loader, total_steps)
-                with _deferred_sigint():  # evaluation and checkpointing finish before Ctrl-C takes effect
-                    record = self._end_epoch()
-            except KeyboardInterrupt:
-                self._save(self.checkpoint_path)
-                where = f"; checkpoint saved to {self.checkpoint_path}, continue with --resume" if self.checkpoint_path else ""
-                raise TrainingInterrupted(
-                    f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}{where}"
-                ) from None
-            self.log(self._format(record))
-            if self._patience_exhausted():
-                self.log(f"early stop: no {self.task.monitor} improvement in {self.config.patience} epochs")
-                break
+                while self.epoch < self.config.epochs:
+                    if not self._train_epoch(loader, total_steps, stop):
+                        self._interrupted()
+                    record = self._end_epoch()  # a Ctrl-C here is honoured once the checkpoint is on disk
+                    self.log(self._format(record))
+                    if self._stop_requested(stop):
+                        self._interrupted(saved=True)
+                    if self._patience_exhausted():
+                        self.log(f"early stop: no {self.task.monitor} improvement in {self.config.patience} epochs")
+                        break
+            except _Abort:
+                kept = f"; the last checkpoint is {self.checkpoint_path}" if self.checkpoint_path else ""
+                raise TrainingInterrupted(f"stopped at once at epoch {self.epoch + 1}{kept}") from None
         best = next((h for h in self.history if h.get(self.task.monitor) == self.best_value), None)
         return TrainResult(
             history=self.history,
@@ -233,7 +268,21 @@ class Trainer:
             best=best,
         )
 
-    def _train_epoch(self, loader, total_steps: int) -> None:
+    def _stop_requested(self, stop: _StopRequest) -> bool:
+        """Whether any rank was asked to stop (all ranks must agree to stop at the same step)."""
+        if not self.dist.enabled:
+            return stop.requested
+        (flag,) = all_reduce_sum([float(stop.requested)], self.dist, self.device)
+        return flag > 0
+
+    def _interrupted(self, saved: bool = False) -> None:
+        if not saved:
+            self._save(self.checkpoint_path)
+        where = f"; checkpoint saved to {self.checkpoint_path}, continue with --resume" if self.checkpoint_path else ""
+        raise TrainingInterrupted(f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}{where}")
+
+    def _train_epoch(self, loader, total_steps: int, stop: _StopRequest) -> bool:
+        """One epoch from the current step; False when stopped early by Ctrl-C (at a step boundary)."""
         loader.set_epoch(self.epoch)
         if self.step_in_epoch == 0:
             self.partial = {"loss_sum": 0.0, "count": 0.0, "correct": 0.0, "seconds": 0.0}
@@ -262,7 +311,10 @@ class Trainer:
                     bar.set_postfix(loss=f"{p['loss_sum'] / max(p['count'], 1):.4f}",
                                     rate=f"{p['count'] / max(p['seconds'], 1e-9):,.0f}/s", refresh=False)
                     bar.update(1)
+                if self._stop_requested(stop):
+                    return False
         self.step_in_epoch = 0
+        return True
 
     def _place(self, batch: Any) -> Any:
         """Move a batch to the device (image batches in channels-last layout when asked for)."""
@@ -286,7 +338,8 @@ class Trainer:
             )
             raise NonFiniteLossError(
                 f"loss became {value} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; training stopped "
-                f"and {kept}; try a lower --lr or set --grad-clip"
+                f"and {kept}; start a new run with a lower --lr or with --grad-clip (or fork from a "
+                f"checkpoint with --resume CHECKPOINT --out NEW_DIR and those flags)"
             )
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -315,15 +368,19 @@ class Trainer:
         with self.autocast():
             record.update({f"val_{k}": v for k, v in self.task.evaluate(self.model, "val").items()})
         record["eval_seconds"] = time.perf_counter() - eval_start
+        if self.run_id is not None:
+            record["run_id"] = self.run_id
         self.history.append(record)
         self.epoch += 1
         improved = self._improved(record.get(self.task.monitor))
-        if self.dist.is_main and self.run_dir is not None:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+        # Checkpoint first, then the metrics line: a kill between them loses a line that the
+        # resume writes back from the checkpoint's history, never leaves a line twice.
         self._save(self.checkpoint_path)
         if improved:
             self._save(self.best_path)
+        if self.dist.is_main and self.run_dir is not None:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
         return record
 
     def _patience_exhausted(self) -> bool:
