@@ -1,4 +1,4 @@
-"""Shared plotting helpers: styles per model and split, equal series drawn once, ticks that read."""
+"""Shared plotting functions: styles per model and split, equal series drawn once, ticks that read."""
 
 from __future__ import annotations
 
