@@ -17,7 +17,16 @@ from hypothesis import strategies as st
 from sacrebleu.metrics import BLEU
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-from divekit.metrics.bleu import SIGNATURE, BleuScore, book_bleu, corpus_bleu, tokenize_13a
+from divekit.metrics.bleu import (
+    SIGNATURE,
+    BleuScore,
+    bleu_signature,
+    book_bleu,
+    corpus_bleu,
+    corpus_bleu_multi,
+    reference_streams,
+    tokenize_13a,
+)
 
 # Words chosen to exercise every 13a rule: digits around . , -, ASCII symbols, SGML entities, the
 # <skipped> marker, words hyphenated at a line end, non-Latin scripts and non-ASCII punctuation.
@@ -299,3 +308,99 @@ def test_book_bleu_perfect_match_is_one(tokens: list[str], k: int) -> None:
 def test_book_bleu_no_overlap_is_zero(pred: list[str], label: list[str], k: int) -> None:
     shifted = [t.upper() for t in label]  # a disjoint vocabulary: no unigram can match
     assert book_bleu(pred, shifted, k=k) == 0.0
+
+
+# --- several references per hypothesis ----------------------------------------------------------
+
+
+@st.composite
+def multi_ref_corpus(draw: st.DrawFn) -> tuple[list[str], list[list[str | None]]]:
+    """Hypotheses and K reference streams; a hypothesis may lack any reference but one (None) and
+    a reference may be the empty string, which sacreBLEU keeps as a reference of length 0."""
+    n, k = draw(st.integers(1, 12)), draw(st.integers(1, 4))
+    hyps, rows = [], []
+    for _ in range(n):
+        hyp, ref = draw(perturbed_pair())
+        row = [draw(st.one_of(sentences, st.just(""), st.none(), st.just(ref))) for _ in range(k)]
+        if all(r is None for r in row):
+            row[draw(st.integers(0, k - 1))] = ref
+        hyps.append(hyp)
+        rows.append(row)
+    return hyps, [list(stream) for stream in zip(*rows)]
+
+
+def assert_multi_matches_sacrebleu(hyps: list[str], streams: list[list[str | None]]) -> BleuScore:
+    ours = corpus_bleu_multi(hyps, streams)
+    metric = BLEU()
+    theirs = metric.corpus_score(hyps, streams)
+    assert ours.score == pytest.approx(theirs.score, abs=1e-6)
+    assert (list(ours.counts), list(ours.totals)) == (theirs.counts, theirs.totals)
+    assert (ours.sys_len, ours.ref_len) == (theirs.sys_len, theirs.ref_len)
+    assert ours.bp == pytest.approx(theirs.bp, abs=1e-12)
+    assert ours.signature == str(metric.get_signature())
+    return ours
+
+
+@settings(max_examples=80, deadline=None)
+@given(multi_ref_corpus())
+def test_multi_reference_corpora_match_sacrebleu(corpus) -> None:
+    assert_multi_matches_sacrebleu(*corpus)
+
+
+def test_multi_reference_by_hand() -> None:
+    # "the cat sat": "the cat" comes from reference 1, "sat" from reference 2 (max count per n-gram).
+    # Lengths 3 vs references 2 and 4: both 1 away, the shorter (2) is taken, so c = 3 >= r = 2: BP 1.
+    score = corpus_bleu_multi(["the cat sat"], [["the cat"], ["a cat sat down"]])
+    assert score.counts[:2] == (3, 2) and score.totals[:2] == (3, 2)
+    assert (score.sys_len, score.ref_len, score.bp) == (3, 2, 1.0)
+    assert score.signature == bleu_signature(2) == "nrefs:2|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+    assert corpus_bleu_multi(["a", "b"], [["a", "b"], ["c", None]]).signature.startswith("nrefs:var|")
+
+
+def test_one_stream_is_single_reference_bleu() -> None:
+    hyps, refs = ["the cat sat", "on a mat"], ["the cat sat down", "on the mat"]
+    assert corpus_bleu_multi(hyps, [refs]) == corpus_bleu(hyps, refs)
+
+
+def test_reference_streams_transposes_and_pads() -> None:
+    assert reference_streams([["a", "b"], ["c"], ["d", "e", "f"]]) == [["a", "c", "d"], ["b", None, "e"], [None, None, "f"]]
+
+
+def test_multi_reference_bad_input() -> None:
+    with pytest.raises(ValueError, match="stream 1 has 1 entries for 2 hypotheses"):
+        corpus_bleu_multi(["a", "b"], [["a", "b"], ["a"]])
+    with pytest.raises(ValueError, match="hypothesis 1 has no reference"):
+        corpus_bleu_multi(["a", "b"], [["a", None], ["a", None]])
+    with pytest.raises(TypeError, match="streams"):
+        corpus_bleu_multi(["a"], ["a"])
+    with pytest.raises(TypeError, match="must be a str"):
+        corpus_bleu_multi(["a"], [[3]])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="empty"):
+        corpus_bleu_multi([], [[]])
+
+
+def grouped_test_corpus(seed: int) -> tuple[list[str], list[list[str]]]:
+    """The real test split grouped by English source: each source's translations are its references;
+    the hypothesis is one of them perturbed, or (one in ten) a reference of another source."""
+    from tests.conftest import data_dir_with
+
+    if data_dir_with("fra-eng.zip") is None:
+        pytest.skip("fra-eng.zip not found under DIVEKIT_DATA")
+    from divekit.tasks.translation import real_splits
+
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for src, tgt in real_splits(0)[2]:
+        groups.setdefault(tuple(src), []).append(" ".join(tgt))
+    ref_sets = list(groups.values())
+    rng = random.Random(seed)
+    hyps = [_perturb(rng.choice(rng.choice(ref_sets) if rng.random() < 0.1 else refs), rng) for refs in ref_sets]
+    return hyps, ref_sets
+
+
+@pytest.mark.integration
+def test_real_grouped_test_split_matches_sacrebleu() -> None:
+    hyps, ref_sets = grouped_test_corpus(0)
+    assert max(map(len, ref_sets)) > 1  # the split really has several translations of one source
+    score = assert_multi_matches_sacrebleu(hyps, reference_streams(ref_sets))
+    assert score.signature.startswith("nrefs:var|")
+    assert 0.0 < score.score < 100.0

@@ -86,7 +86,40 @@ def test_sample_command_round_trips_a_checkpoint(tmp_path, capsys):
     args = argparse.Namespace(model="gru-lm", checkpoint=path, prefix="ab", length=5, temperature=0.0,
                               top_k=None, seed=0)
     assert run(args) == 0
-    expected = "ab" + "".join(vocab.to_tokens(generate(model, vocab[list("ab")], 5, temperature=0.0)))
+    expected = "ab" + "".join(vocab.to_tokens(generate(model, vocab[list("ab")], 5, temperature=0.0,
+                                                          never=[vocab.unk])))
     assert capsys.readouterr().out.strip() == expected
     with pytest.raises(DivekitError, match="not of 'lstm-lm'"):
         run(argparse.Namespace(**{**vars(args), "model": "lstm-lm"}))
+
+
+def test_unk_is_never_sampled_even_when_the_model_prefers_it():
+    model = _tiny_model()
+    with torch.no_grad():
+        model.head.bias.fill_(0.0)
+        model.head.bias[0] = 50.0  # index 0 is <unk>: the model's favourite by far
+    assert 0 in generate(model, [1, 2], 20, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    drawn = generate(model, [1, 2], 200, temperature=1.0, generator=torch.Generator().manual_seed(0), never=[0])
+    assert 0 not in drawn and len(drawn) == 200
+
+
+def test_sample_command_lower_cases_and_bounds_its_inputs(tmp_path, capsys):
+    from divekit.cli import main
+    from divekit.pipeline import config_to_dict
+    from divekit.train.checkpoint import save_checkpoint
+
+    vocab = Vocab(list("abc "))
+    cfg = CharLMConfig(kind="gru", vocab_size=len(vocab), hidden=8, embedding=4)
+    ckpt = {"model": "gru-lm", "model_config": config_to_dict(cfg), "task": "timemachine",
+            "task_state": {"vocab": vocab.to_state()}, "model_state": CharLM(cfg).state_dict()}
+    path = str(save_checkpoint(tmp_path / "m.pt", ckpt))
+    assert main(["sample", "--checkpoint", path, "--prefix", "AB", "--length", "4"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("ab") and len(out.strip()) == 6 and "lower-cased" in err
+    for flags in (["--temperature", "nan"], ["--temperature", "inf"], ["--temperature", "-1"],
+                  ["--length", "1000001"], ["--length", "-3"]):
+        with pytest.raises(SystemExit) as stopped:
+            main(["sample", "--checkpoint", path, *flags])
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err

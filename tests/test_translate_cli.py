@@ -121,17 +121,43 @@ def _have_fra_eng() -> bool:
 @pytest.mark.skipif(not _have_fra_eng(), reason="fra-eng.zip not found under DIVEKIT_DATA")
 def test_mt_evaluate_prints_sacrebleu_scores_and_signature(checkpoint, capsys):
     sacrebleu = pytest.importorskip("sacrebleu")
+    from sacrebleu.metrics import BLEU, CHRF
+
+    from divekit.commands.mt_evaluate import group_by_source
+    from divekit.metrics.bleu import reference_streams
     from divekit.tasks.translation import real_splits
 
     code = main(["mt-evaluate", "--checkpoint", str(checkpoint), "--limit", "40", "--beam", "2"])
     out, _ = capsys.readouterr()
     assert code == 0
-    assert out.splitlines()[-1] == "signature: nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+    lines = out.splitlines()
+    signatures = {name.strip(): sig for name, sig in
+                  (line.strip().rsplit(" ", 1) for line in lines[lines.index("signatures:") + 1:])}
+    assert signatures["BLEU per pair"] == "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
     translator, _ = load_translator(checkpoint)
     test = real_splits(0)[2][:40]
+    sources, ref_sets, _ = group_by_source(test)
+    assert len(sources) < len(test)  # some sources of the first 40 test pairs have several translations
     refs = [" ".join(t) for _, t in test]
+    streams = reference_streams(ref_sets)
     for method, k in (("greedy", 1), ("beam 2, alpha 0.75", 2)):
         hyps = translator.translate([s for s, _ in test], beam_size=k, alpha=0.75, unk="UNK")
-        expected = sacrebleu.corpus_bleu(hyps, [refs]).score
-        line = next(l for l in out.splitlines() if l.strip().startswith(method))
-        assert f"BLEU = {expected:.2f} " in line, (line, expected)
+        grouped = translator.translate(sources, beam_size=k, alpha=0.75, unk="UNK")
+        block = lines[lines.index(f"  {method}") + 1:][:6]
+        expected = {
+            "BLEU per pair": sacrebleu.corpus_bleu(hyps, [refs]),
+            "chrF per pair": CHRF().corpus_score(hyps, [refs]),
+            "chrF++ per pair": CHRF(word_order=2).corpus_score(hyps, [refs]),
+            "BLEU grouped": BLEU().corpus_score(grouped, streams),
+            "chrF grouped": CHRF().corpus_score(grouped, streams),
+            "chrF++ grouped": CHRF(word_order=2).corpus_score(grouped, streams),
+        }
+        for (name, score), line in zip(expected.items(), block):
+            assert line.strip().startswith(name), (line, name)
+            assert f"{score.name} = {score.score:.2f}" in line, (line, score)
+    metric = BLEU()
+    metric.corpus_score(grouped, streams)
+    assert signatures["BLEU grouped"] == str(metric.get_signature())
+    metric = CHRF(word_order=2)
+    metric.corpus_score(grouped, streams)
+    assert signatures["chrF++ grouped"] == str(metric.get_signature())

@@ -56,21 +56,22 @@ def _positive_float(text: str) -> float:
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("recipe (defaults: the model's own recipe)")
-    g.add_argument("--epochs", type=_positive_int)
-    g.add_argument("--batch-size", type=_positive_int)
-    g.add_argument("--lr", type=_positive_float)
-    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--schedule", choices=["constant", "cosine", "onecycle", "step"])
-    g.add_argument("--warmup-steps", type=int)
-    g.add_argument("--grad-clip", type=_positive_float)
-    g.add_argument("--label-smoothing", type=float)
+    g = p.add_argument_group("recipe (defaults: the model's own recipe; `divekit list MODEL` shows it)")
+    g.add_argument("--epochs", type=_positive_int, help="passes over the training data")
+    g.add_argument("--batch-size", type=_positive_int, help="examples per step (the global batch under torchrun)")
+    g.add_argument("--lr", type=_positive_float, help="peak learning rate")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="sgd (with --momentum), adam or adamw")
+    g.add_argument("--momentum", type=float, help="SGD momentum in [0, 1)")
+    g.add_argument("--weight-decay", type=float, help="L2 penalty (decoupled for adamw)")
+    g.add_argument("--schedule", choices=["constant", "cosine", "onecycle", "step"],
+                   help="learning rate over the steps of the run")
+    g.add_argument("--warmup-steps", type=int, help="steps of linear warm-up before the schedule")
+    g.add_argument("--grad-clip", type=_positive_float, help="clip the gradient's global norm to this")
+    g.add_argument("--label-smoothing", type=float, help="share of the target mass spread over all classes")
     g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast on CPU or GPU")
     g.add_argument("--channels-last", action="store_const", const=True, help="NHWC layout for image models")
     g.add_argument("--patience", type=_positive_int, help="stop after N epochs without a better validation metric")
-    g.add_argument("--seed", type=_seed)
+    g.add_argument("--seed", type=_seed, help="the run's seed: data order, initial weights, dropout, augmentation")
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
     g.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
 
@@ -91,17 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"divekit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("list", help="list models and experiments")
+    p = sub.add_parser("list", help="list models and experiments, or one model's options and recipe")
+    p.add_argument("model", nargs="?", help="a model name: its options, their defaults and its recipe")
 
     p = sub.add_parser("train", help="train a model and report its test figures")
-    p.add_argument("model")
-    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="model config value")
+    p.add_argument("model", help="a model name (`divekit list`; `divekit train MODEL --help` for its options)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model option (`divekit list MODEL` shows them)")
     p.add_argument("--limit", type=_positive_int, help="use only the first N training examples")
     p.add_argument("--out", type=Path, help="run directory, absent or empty (default: runs/MODEL-TIME)")
     p.add_argument("--resume", type=Path, metavar="RUN|CHECKPOINT",
                    help="continue the run in RUN (or RUN/checkpoint.pt); with --out NEW_DIR, fork a new run "
                         "from any checkpoint")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (a line per epoch only)")
     _add_train_flags(p)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a data split")
@@ -138,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in _command_modules():
         module.register(sub)
+    parser.commands = sub.choices  # name -> that command's parser
     return parser
 
 
@@ -152,20 +156,53 @@ def _command_modules():
 
 
 # ---------------------------------------------------------------------------------------------- commands
+def _row(name: str, text: str, width: int, indent: int = 24) -> str:
+    """``name`` in a column of ``indent``, ``text`` wrapped to the terminal beside it."""
+    import textwrap
+
+    lines = textwrap.wrap(text, max(width - indent, 30)) or [""]
+    head = f"  {name:<{indent - 3}} " if len(name) <= indent - 3 else f"  {name}\n{'':<{indent}}"
+    return head + ("\n" + " " * indent).join(lines)
+
+
+def model_help(name: str) -> str:
+    """A model's options (type, default, meaning) and its recipe, for `divekit list MODEL`."""
+    import shutil
+
+    from divekit.registry import get_model, option_docs
+
+    spec = get_model(name)
+    width = shutil.get_terminal_size((100, 24)).columns
+    lines = [f"{spec.name}: {spec.description} (task {spec.task})", "", "options (-o KEY=VALUE):"]
+    for doc in option_docs(spec):
+        lines.append(_row(f"{doc.name}={doc.default!r}", f"{doc.type}. {doc.help}".rstrip(". "), width, 30))
+    recipe = ", ".join(f"{k}={v}" for k, v in spec.recipe.items()) or "TrainConfig's defaults"
+    lines += ["", _row("recipe", recipe, width, 30)]
+    return "\n".join(lines)
+
+
 def cmd_list(args) -> int:
+    import shutil
+
     from divekit.registry import CHAPTERS, EXPERIMENTS, MODELS, load_all
 
+    if args.model:
+        print(model_help(args.model))
+        return 0
     load_all()
-    print("models (divekit train NAME):")
+    width = shutil.get_terminal_size((100, 24)).columns
+    print("models (divekit train NAME; options: divekit list NAME):")
     for chapter in CHAPTERS:
         for spec in sorted((m for m in MODELS.values() if m.chapter == chapter), key=lambda m: m.name):
-            print(f"  {spec.name:<22} {spec.task:<14} {spec.description}")
-    print("\nexperiments (divekit run NAME):")
+            print(_row(spec.name, f"{spec.description} [{spec.task}]", width))
     for chapter, title in CHAPTERS.items():
-        for spec in sorted((e for e in EXPERIMENTS.values() if e.chapter == chapter), key=lambda e: e.name):
-            print(f"  {spec.name:<22} {title:<14.14} {spec.title}")
+        specs = sorted((e for e in EXPERIMENTS.values() if e.chapter == chapter), key=lambda e: e.name)
+        if specs:
+            print(f"\n{title} (divekit run NAME):")
+        for spec in specs:
+            print(_row(spec.name, spec.title, width))
             for key, help_text in spec.options.items():
-                print(f"  {'':<22} {'':<14} -o {key}=...: {help_text}")
+                print(_row("", f"-o {key}=...: {help_text}", width))
     return 0
 
 
@@ -181,10 +218,19 @@ def cmd_train(args) -> int:
         resume=args.resume, progress=not args.no_progress,
     )
     if results.get("world_size", 1) == 1 or _is_rank0():
-        figures = "  ".join(f"{k} {v:.4f}" for k, v in results["test"].items())
+        figures = "  ".join(_figure(k, v) for k, v in results["test"].items())
         print(f"{args.model}: {figures} (model from epoch {results['selected_epoch']}, "
               f"{results['train_seconds']:.1f}s training) -> {results['run_dir']}")
     return 0
+
+
+def _figure(key: str, value: float) -> str:
+    """``test_accuracy 91.23%``, ``test_perplexity 3.75``, ``test_loss 0.3412``: a precision per quantity."""
+    if key.endswith("accuracy"):
+        return f"{key} {value:.2%}"
+    if key.endswith(("perplexity", "bleu")):
+        return f"{key} {value:.2f}"
+    return f"{key} {value:.4f}"
 
 
 def _is_rank0() -> bool:
@@ -202,7 +248,7 @@ def cmd_evaluate(args) -> int:
     metrics = task.evaluate(model, args.split)
     changed = f", {' '.join(args.option)}" if args.option else ""
     print(f"{spec.name} ({resolve_checkpoint(args.checkpoint)}, epoch {ckpt['epoch']}{changed}) on {args.split}: "
-          + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+          + "  ".join(_figure(k, v) for k, v in metrics.items()))
     return 0
 
 
@@ -252,6 +298,7 @@ def cmd_tour(args) -> int:
     for name in names:
         get_experiment(name)
     out = args.out or runs_root() / ("tour-full" if args.full else "tour")
+    print(_tour_estimate(names, full=args.full), flush=True)
     failed = []
     start = time.perf_counter()
     for k, name in enumerate(names, 1):
@@ -264,10 +311,23 @@ def cmd_tour(args) -> int:
             print(f"    failed: {e}", file=sys.stderr, flush=True)
     report = build_report(collect_results(out), out / "report.html", title="divekit tour")
     print(f"tour: {len(names) - len(failed)}/{len(names)} experiments in {time.perf_counter() - start:.0f}s; "
-          f"report: {report}")
+          f"report: {Path(report).resolve()}")
     if failed:
         raise DivekitError(f"{len(failed)} experiment(s) failed: {', '.join(failed)}")
     return 0
+
+
+def _tour_estimate(names: list[str], *, full: bool) -> str:
+    """One line: how long the tour took when it was last measured, for the experiments asked for."""
+    from divekit.experiments.base import measured_tour_seconds
+
+    record = measured_tour_seconds("full" if full else "quick")
+    if record is None:
+        return f"tour: {len(names)} experiments (no measured duration recorded for this mode)"
+    known = [record["experiments"][n] for n in names if n in record["experiments"]]
+    total = sum(known) * len(names) / max(len(known), 1)
+    return (f"tour: {len(names)} experiments, about {total / 60:.0f} min "
+            f"(measured {record['date']} on {record['machine']})")
 
 
 def cmd_report(args) -> int:
@@ -301,6 +361,17 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _train_help(model: str) -> int:
+    """`divekit train MODEL --help`: the flags, then that model's options and recipe."""
+    build_parser().commands["train"].print_help()
+    try:
+        print("\n" + model_help(model))
+    except DivekitError as e:
+        print(f"divekit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
 COMMANDS = {
     "list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate, "summary": cmd_summary, "run": cmd_run,
     "tour": cmd_tour, "report": cmd_report, "data": cmd_data,
@@ -308,6 +379,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) >= 2 and argv[0] == "train" and not argv[1].startswith("-") and {"-h", "--help"} & set(argv):
+        return _train_help(argv[1])
     args = build_parser().parse_args(argv)
     handler = getattr(args, "handler", None) or COMMANDS[args.command]
     try:
@@ -318,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("divekit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `divekit list | head`: the reader left; nothing is wrong
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

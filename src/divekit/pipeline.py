@@ -161,6 +161,10 @@ def train_model(
     else:
         model_config = spec.make_config(options)
         train_config = TrainConfig(**{**spec.recipe, **train_overrides})
+        as_registered = not options and not train_overrides.keys() - {"epochs", "device", "threads"}
+        if as_registered and train_config.epochs < spec.learns_after:
+            log(f"note: {name}'s recipe stays near chance for its first {spec.learns_after - 1} epochs; "
+                f"--epochs {train_config.epochs} will likely end there (use --epochs {spec.learns_after} or more)")
 
     device = resolve_device(train_config.device)
     dist = setup(device)

@@ -11,7 +11,9 @@ import dataclasses
 import difflib
 import fnmatch
 import importlib
+import inspect
 import pkgutil
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -45,6 +47,7 @@ class ModelSpec:
     chapter: str
     description: str
     recipe: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults for this model
+    learns_after: int = 1  # epochs of the recipe before the validation metric leaves chance level
 
     def make_config(self, overrides: dict[str, Any] | None = None) -> Any:
         """The default config with ``overrides`` applied; unknown keys are a user error."""
@@ -83,12 +86,17 @@ EXPERIMENTS: dict[str, ExperimentSpec] = {}
 
 
 def register_model(name: str, *, config: type, task: str, chapter: str, description: str,
-                   recipe: dict[str, Any] | None = None):
-    """Decorator for a builder ``f(config) -> nn.Module``; ``recipe`` holds its default TrainConfig values."""
+                   recipe: dict[str, Any] | None = None, learns_after: int = 1):
+    """Decorator for a builder ``f(config) -> nn.Module``; ``recipe`` holds its default TrainConfig values.
+
+    ``learns_after``: how many epochs of that recipe pass before the model leaves chance level
+    (measured), so that a shorter run can say so instead of silently scoring at chance.
+    """
 
     def wrap(builder: Callable[[Any], nn.Module]):
         _check_new(name, MODELS, chapter)
-        MODELS[name] = ModelSpec(name, builder, config, task, chapter, description, dict(recipe or {}))
+        MODELS[name] = ModelSpec(name, builder, config, task, chapter, description, dict(recipe or {}),
+                                 learns_after)
         return builder
 
     return wrap
@@ -194,6 +202,59 @@ def model_config_from_dict(spec: ModelSpec, values: dict[str, Any]) -> Any:
         origin = typing.get_origin(hints.get(key))
         fixed[key] = tuple(value) if origin is tuple and isinstance(value, list) else value
     return spec.make_config(fixed)
+
+
+@dataclass(frozen=True)
+class OptionDoc:
+    """One ``-o KEY=VALUE`` a model takes: its type, default and the config's comment on it."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+
+
+_FIELD = re.compile(r"^\s+(\w+)\s*:[^=#\n]*(?:=[^#\n]*)?(?:#\s*(.+))?$")
+
+
+def _field_comments(source: str) -> dict[str, str]:
+    """``{field: comment}``: a field's trailing comment, else the comment lines just above it."""
+    notes: dict[str, str] = {}
+    above: list[str] = []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("# "))
+            continue
+        match = _FIELD.match(line)
+        if match and not stripped.startswith(("def ", "return", "raise")):
+            note = match.group(2) or " ".join(above)
+            if note:
+                notes[match.group(1)] = note.strip()
+        above = []
+    return notes
+
+
+def option_docs(spec: ModelSpec) -> list[OptionDoc]:
+    """The model's options in declaration order, each with the comment on its config field.
+
+    The comments are read from the config classes' source (the subclass's first, then its bases'),
+    so the help a user sees is the line a reader of the code sees.
+    """
+    notes: dict[str, str] = {}
+    for cls in reversed(spec.config_cls.__mro__):
+        try:
+            notes.update(_field_comments(inspect.getsource(cls)))
+        except (OSError, TypeError):
+            continue
+    hints = typing.get_type_hints(spec.config_cls)
+    docs = []
+    for f in dataclasses.fields(spec.config_cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        kind = hints.get(f.name, f.type)
+        docs.append(OptionDoc(f.name, getattr(kind, "__name__", str(kind)), default, notes.get(f.name, "")))
+    return docs
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -1,24 +1,35 @@
-"""``divekit mt-evaluate``: corpus BLEU of a ``fra-eng`` checkpoint, greedy and beam search.
+"""``divekit mt-evaluate``: BLEU and chrF of a ``fra-eng`` checkpoint, greedy and beam search.
 
     divekit mt-evaluate --checkpoint runs/seq2seq/best.pt                 # test split, beam 4
     divekit mt-evaluate --checkpoint best.pt --split val --beam 1 4 8 --alpha 0.75
 
-Prints one line per decoding method (BLEU, n-gram precisions, brevity penalty, lengths) and the
-sacreBLEU-style signature, so the numbers can be set beside published ones. The split is the fixed
-source-grouped one (5,000 validation and 5,000 test pairs); references are lower-cased and
-punctuation-spaced like the training data.
+For each decoding method it prints corpus BLEU, chrF and chrF++ (all equal to sacreBLEU's) two
+ways:
+
+* per pair: every (source, reference) pair of the split is one sentence with one reference, the
+  figure training reports;
+* grouped: the split is grouped by English source (all translations of a source sit in one
+  split), so each distinct source is one sentence whose references are all of its translations
+  in the split. This is the multi-reference BLEU of the MT literature; a correct translation that
+  matches another reference of the same source is no longer counted wrong.
+
+Each distinct source is translated once and its translation serves every pair it appears in.
+The sacreBLEU-style signatures follow the figures, so the numbers can be set beside published
+ones. References are lower-cased and punctuation-spaced like the training data; a subword model's
+output is joined back into words before it is scored.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from divekit.errors import DivekitError
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("mt-evaluate", help="test BLEU of a translation checkpoint (greedy and beam)")
+    p = subparsers.add_parser("mt-evaluate", help="test BLEU and chrF of a translation checkpoint (greedy and beam)")
     p.add_argument("--checkpoint", type=Path, required=True, help="a fra-eng checkpoint (best.pt)")
     p.add_argument("--split", choices=["val", "test"], default="test")
     p.add_argument("--beam", type=int, nargs="+", default=[4], metavar="K",
@@ -28,9 +39,47 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
+def group_by_source(pairs: Sequence) -> tuple[list[list[str]], list[list[str]], list[int]]:
+    """``(sources, reference_sets, source_of_pair)``: distinct sources in first-seen order, the
+    references of each (joined words), and for every pair the index of its source."""
+    index: dict[tuple[str, ...], int] = {}
+    sources: list[list[str]] = []
+    refs: list[list[str]] = []
+    source_of: list[int] = []
+    for src, tgt in pairs:
+        key = tuple(src)
+        if key not in index:
+            index[key] = len(sources)
+            sources.append(list(src))
+            refs.append([])
+        refs[index[key]].append(" ".join(tgt))
+        source_of.append(index[key])
+    return sources, refs, source_of
+
+
+def score_all(hyps: list[str], pair_refs: list[str], ref_sets: list[list[str]],
+              source_of: list[int]) -> dict[str, object]:
+    """The six scores of one decoding method: BLEU, chrF and chrF++, per pair and grouped.
+
+    ``hyps[i]`` translates source i; ``pair_refs[j]`` is pair j's reference, ``source_of[j]`` its source.
+    """
+    from divekit.metrics.bleu import corpus_bleu, corpus_bleu_multi, reference_streams
+    from divekit.metrics.chrf import corpus_chrf
+
+    pair_hyps = [hyps[i] for i in source_of]
+    streams = reference_streams(ref_sets)
+    return {
+        "BLEU per pair": corpus_bleu(pair_hyps, pair_refs),
+        "chrF per pair": corpus_chrf(pair_hyps, [pair_refs]),
+        "chrF++ per pair": corpus_chrf(pair_hyps, [pair_refs], word_order=2),
+        "BLEU grouped": corpus_bleu_multi(hyps, streams),
+        "chrF grouped": corpus_chrf(hyps, streams),
+        "chrF++ grouped": corpus_chrf(hyps, streams, word_order=2),
+    }
+
+
 def run(args: argparse.Namespace) -> int:
-    from divekit.metrics.bleu import SIGNATURE
-    from divekit.tasks.translation import load_translator, real_splits
+    from divekit.tasks.translation import BLEU_UNK, load_translator, real_splits
 
     if min(args.beam) < 1:
         raise DivekitError(f"--beam widths must be at least 1, got {args.beam}")
@@ -41,10 +90,18 @@ def run(args: argparse.Namespace) -> int:
     translator, ckpt = load_translator(args.checkpoint)
     _, val, test = real_splits(int(ckpt["task_state"].get("split_seed", 0)))
     pairs = (val if args.split == "val" else test)[: args.limit]
-    print(f"{ckpt['model']} ({args.checkpoint}, epoch {ckpt['epoch']}) on {args.split}, {len(pairs)} pairs:")
+    sources, ref_sets, source_of = group_by_source(pairs)
+    kind = f", {len(translator.src_vocab)} subwords" if translator.bpe is not None else ""
+    print(f"{ckpt['model']} ({args.checkpoint}, epoch {ckpt['epoch']}{kind}) on {args.split}: {len(pairs)} pairs, "
+          f"{len(sources)} distinct sources")
+    signatures: dict[str, str] = {}
     for k in sorted({1, *args.beam}):
-        score, _ = translator.bleu(pairs, beam_size=k, alpha=args.alpha)
-        method = "greedy" if k == 1 else f"beam {k}, alpha {args.alpha:g}"
-        print(f"  {method:<22} {score}")
-    print(f"signature: {SIGNATURE}")
+        hyps = translator.translate(sources, beam_size=k, alpha=args.alpha, unk=BLEU_UNK)
+        print("  greedy" if k == 1 else f"  beam {k}, alpha {args.alpha:g}")
+        for name, score in score_all(hyps, [" ".join(t) for _, t in pairs], ref_sets, source_of).items():
+            print(f"    {name:<16} {score}")
+            signatures[name] = score.signature
+    print("signatures:")
+    for name, signature in signatures.items():
+        print(f"  {name:<16} {signature}")
     return 0

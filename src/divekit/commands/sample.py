@@ -4,14 +4,18 @@
     divekit sample gru-lm --checkpoint best.pt --top-k 5        # refuse a checkpoint of another model
 
 The model knows only the characters of its training vocabulary (lower-case ``a``-``z`` and the
-space for The Time Machine); a prefix holding any other character is refused with those characters
-named, rather than silently mapped to ``<unk>``, which the model never saw in training.
-``--temperature 0`` is greedy decoding; ``--seed`` makes sampling repeatable.
+space for The Time Machine). The prefix is lower-cased first, as the training text was (with a
+note); a prefix still holding any other character is refused with those characters named, rather
+than silently mapped to ``<unk>``, which is never sampled either. ``--temperature 0`` is greedy
+decoding; ``--seed`` makes sampling repeatable. The text is printed as it is drawn, and
+``--length`` is capped at :data:`MAX_LENGTH` characters.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from pathlib import Path
 
 import torch
@@ -19,13 +23,36 @@ import torch
 from divekit.errors import DivekitError
 
 
+MAX_LENGTH = 100_000  # about a novel's chapter; a longer request is more likely a typo than a wish
+
+
+def _length(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if not 0 <= value <= MAX_LENGTH:
+        raise argparse.ArgumentTypeError(f"expected 0 to {MAX_LENGTH:,} characters, got {value:,}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 (0 is greedy), got {text}")
+    return value
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("sample", help="generate text from a character language model checkpoint")
     p.add_argument("model", nargs="?", help="expected model name (a checkpoint of another model is refused)")
     p.add_argument("--checkpoint", type=Path, required=True, help="a timemachine checkpoint (best.pt)")
     p.add_argument("--prefix", default="time traveller", help="text to continue")
-    p.add_argument("--length", type=int, default=200, help="characters to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 is greedy")
+    p.add_argument("--length", type=_length, default=200, help=f"characters to generate (at most {MAX_LENGTH:,})")
+    p.add_argument("--temperature", type=_temperature, default=0.8, help="softmax temperature; 0 is greedy")
     p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest only")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
     p.set_defaults(handler=run)
@@ -44,18 +71,22 @@ def encode_prefix(prefix: str, vocab) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from divekit.decode.sampling import generate
+    from divekit.decode.sampling import stream
     from divekit.tasks.language_model import load_language_model
 
-    if args.length < 0:
-        raise DivekitError(f"--length must be non-negative, got {args.length}")
-    if args.temperature < 0:
-        raise DivekitError(f"--temperature must be non-negative, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         raise DivekitError(f"--top-k must be at least 1, got {args.top_k}")
     model, vocab, _ = load_language_model(args.checkpoint, expect_model=args.model)
-    ids = encode_prefix(args.prefix, vocab)
-    new = generate(model, ids, args.length, temperature=args.temperature, top_k=args.top_k,
-                   generator=torch.Generator().manual_seed(args.seed))
-    print(args.prefix + "".join(vocab.to_tokens(new)))
+    prefix = args.prefix.lower()
+    if prefix != args.prefix:
+        print("note: the prefix was lower-cased, as the training text was", file=sys.stderr)
+    ids = encode_prefix(prefix, vocab)
+    sys.stdout.write(prefix)
+    tokens = stream(model, ids, args.length, temperature=args.temperature, top_k=args.top_k,
+                    generator=torch.Generator().manual_seed(args.seed), never=[vocab.unk])
+    for k, token in enumerate(tokens, 1):
+        sys.stdout.write(vocab.idx_to_token[token])
+        if k % 64 == 0:
+            sys.stdout.flush()
+    sys.stdout.write("\n")
     return 0

@@ -13,8 +13,12 @@ Sentences the model cannot take are refused with the reason, never silently alte
   rather than truncated, because a truncated source yields a confidently wrong translation;
 * a sentence made only of words outside the English vocabulary.
 
-Words outside the vocabulary are read as ``<unk>``; a note on stderr names them. One input line
-gives one output line (an empty one for a refused line); the exit status is 1 if any was refused.
+Words outside the vocabulary are read as ``<unk>``; a note on stderr names them. A subword model
+(trained with ``-o subwords=N``) splits any word over its training alphabet into known units, so
+only characters never seen in training become ``<unk>``; the note then lists those characters, and
+the length limit counts subword tokens. Its translations are joined back into words and never
+contain ``<unk>``. One input line gives one output line (an empty one for a refused line); the exit
+status is 1 if any was refused.
 """
 
 from __future__ import annotations
@@ -37,17 +41,31 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def check_sentence(tokens: list[str], vocab, max_words: int) -> list[str]:
-    """Raise :class:`DivekitError` if the model cannot translate ``tokens``; return its unknown words."""
+def check_sentence(tokens: list[str], translator, max_words: int) -> str | None:
+    """Raise :class:`DivekitError` if the model cannot translate ``tokens``; else the note to print, if any."""
     if not tokens:
         raise DivekitError("the sentence is empty")
+    if translator.bpe is not None:
+        return _check_subwords(tokens, translator, max_words)
     if len(tokens) > max_words:
         raise DivekitError(f"the sentence has {len(tokens)} tokens (words and punctuation); this model "
                            f"translates at most {max_words}")
-    unknown = [w for w in tokens if w not in vocab]
+    unknown = [w for w in tokens if w not in translator.src_vocab]
     if len(unknown) == len(tokens):
         raise DivekitError(f"none of the words is in the model's English vocabulary: {' '.join(tokens)}")
-    return unknown
+    return f"not in the vocabulary, read as <unk>: {' '.join(unknown)}" if unknown else None
+
+
+def _check_subwords(tokens: list[str], translator, max_words: int) -> str | None:
+    pieces = translator.model_tokens(tokens)
+    if len(pieces) > max_words:
+        raise DivekitError(f"the sentence has {len(pieces)} subword tokens; this model translates at most {max_words}")
+    outside = translator.bpe.outside_alphabet(tokens)
+    if outside and all(p not in translator.src_vocab for p in pieces):
+        raise DivekitError(f"none of the characters is in the model's training alphabet: {' '.join(tokens)}")
+    if outside:
+        return f"characters outside the training alphabet, read as <unk>: {' '.join(outside)}"
+    return None
 
 
 def _lines(args) -> tuple[list[str], bool]:
@@ -78,15 +96,15 @@ def run(args: argparse.Namespace) -> int:
     for n, line in enumerate(lines, 1):
         tokens = tokenize(preprocess(line.strip()))
         try:
-            unknown = check_sentence(tokens, translator.src_vocab, max_words)
+            note = check_sentence(tokens, translator, max_words)
         except DivekitError as e:
             if not many:
                 raise
             print(f"divekit: line {n}: {e}", file=sys.stderr)
             continue
-        if unknown:
+        if note:
             where = f"line {n}: " if many else ""
-            print(f"note: {where}not in the vocabulary, read as <unk>: {' '.join(unknown)}", file=sys.stderr)
+            print(f"note: {where}{note}", file=sys.stderr)
         accepted.append((n, tokens))
     outputs = dict(zip((n for n, _ in accepted), translator.translate(
         [t for _, t in accepted], beam_size=args.beam, alpha=args.alpha))) if accepted else {}

@@ -13,6 +13,8 @@ The model contract is that of :class:`divekit.models.char_lm.CharLM`:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -38,10 +40,22 @@ def next_token(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = 
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
 
 
-@torch.no_grad()
 def generate(model: nn.Module, prefix: list[int], length: int, *, temperature: float = 1.0,
-             top_k: int | None = None, generator: torch.Generator | None = None) -> list[int]:
+             top_k: int | None = None, generator: torch.Generator | None = None,
+             never: Sequence[int] = ()) -> list[int]:
     """Continue ``prefix`` (token ids, at least one) by ``length`` tokens; returns the new tokens only."""
+    return list(stream(model, prefix, length, temperature=temperature, top_k=top_k, generator=generator,
+                       never=never))
+
+
+@torch.no_grad()
+def stream(model: nn.Module, prefix: list[int], length: int, *, temperature: float = 1.0,
+           top_k: int | None = None, generator: torch.Generator | None = None,
+           never: Sequence[int] = ()) -> Iterator[int]:
+    """:func:`generate`, one token at a time as it is drawn (for printing while sampling).
+
+    ``never``: token ids that are never drawn (e.g. ``<unk>``, which stands for no character).
+    """
     if not prefix:
         raise DivekitError("the prefix is empty; give at least one character")
     if length < 0:
@@ -52,11 +66,13 @@ def generate(model: nn.Module, prefix: list[int], length: int, *, temperature: f
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    logits, state = model(torch.tensor([prefix], device=device), None)  # warm the state on the prefix
-    out: list[int] = []
-    for _ in range(length):
-        token = next_token(logits[:, -1], temperature=temperature, top_k=top_k, generator=generator)
-        out.append(int(token))
-        logits, state = model(token.view(1, 1), state)
-    model.train(was_training)
-    return out
+    banned = torch.tensor(list(never), dtype=torch.long, device=device)
+    try:
+        logits, state = model(torch.tensor([prefix], device=device), None)  # warm the state on the prefix
+        for _ in range(length):
+            last = logits[:, -1].index_fill(-1, banned, float("-inf")) if banned.numel() else logits[:, -1]
+            token = next_token(last, temperature=temperature, top_k=top_k, generator=generator)
+            yield int(token)
+            logits, state = model(token.view(1, 1), state)
+    finally:
+        model.train(was_training)

@@ -37,7 +37,7 @@ from divekit.experiments.heatmap_plot import heatmap_plot
 from divekit.flops import matmul_gflops
 from divekit.models.transformer import RecomputingDecoder
 from divekit.nn.positional import sinusoidal_table
-from divekit.pipeline import load_trained
+from divekit.pipeline import config_to_dict, load_trained
 from divekit.plots import line_plot
 from divekit.registry import get_model, register_experiment
 from divekit.tasks.translation import BucketLoader, Translation, real_splits
@@ -69,7 +69,8 @@ def train(ctx: ExperimentContext, name: str, splits: tuple, limit: int | None) -
     task = Translation(src_vocab_size=config.src_vocab_size, tgt_vocab_size=config.tgt_vocab_size,
                        num_steps=config.num_steps, batch_size=train_config.batch_size, seed=ctx.seed, limit=limit,
                        splits=splits, label_smoothing=train_config.label_smoothing)
-    trainer = Trainer(model, task, train_config, model_name=name, model_config={}, run_dir=ctx.path(name),
+    trainer = Trainer(model, task, train_config, model_name=name, model_config=config_to_dict(config),
+                      run_dir=ctx.path(name),
                       progress=ctx.progress, log=lambda *_: None)
     result = trainer.fit()
     if result.best_checkpoint is not None:  # the epoch with the best validation BLEU

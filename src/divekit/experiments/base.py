@@ -14,7 +14,9 @@ An experiment is a function ``run(ctx) -> dict`` registered with
 
 from __future__ import annotations
 
+import json
 import time
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,3 +79,16 @@ def run_experiment(name: str, out_dir: Path, *, quick: bool = True, seed: int = 
             raise RuntimeError(f"experiment '{name}' lists figure {fig['file']} but did not write it")
     write_json(out_dir / "results.json", result)
     return result
+
+
+def measured_tour_seconds(mode: str) -> dict[str, Any] | None:
+    """The recorded wall time of each experiment in ``mode`` ("quick" or "full"), or None.
+
+    ``tour_seconds.json`` beside this module holds ``{mode: {"date", "machine", "experiments":
+    {name: seconds}}}``, written from a measured tour (``benchmarks/tour_time.py``).
+    """
+    try:
+        text = resources.files("divekit.experiments").joinpath("tour_seconds.json").read_text()
+        return json.loads(text).get(mode)
+    except (OSError, ValueError):
+        return None

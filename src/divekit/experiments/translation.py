@@ -112,7 +112,8 @@ def rows_at(rows: list[list], width: int, alpha: float) -> list:
 
 def sample(pairs: list, n: int, seed: int) -> list:
     """``n`` pairs drawn at random, kept in their order."""
-    return [pairs[i] for i in sorted(random.Random(seeding.stream_seed(seed, "eval")).sample(range(len(pairs)), min(n, len(pairs))))]
+    rng = random.Random(seeding.stream_seed(seed, "eval"))
+    return [pairs[i] for i in sorted(rng.sample(range(len(pairs)), min(n, len(pairs))))]
 
 
 def _train(name: str, config, train_config: TrainConfig, splits: tuple, limit: int | None,

@@ -16,9 +16,18 @@ mteval "exp" rule: the k-th such order (counting from the lowest) gets ``p_n = 1
 An order with no n-grams at all (every hypothesis shorter than n) has ``p_n = 0``, and a corpus with
 no matching unigram, bigram, trigram or 4-gram at all scores 0 without smoothing.
 
-The numbers equal sacreBLEU 2.6.0's ``corpus_bleu(hyps, [refs])`` with its defaults (13a tokens,
+Several references per hypothesis (:func:`corpus_bleu_multi`, Papineni et al.'s original setting):
+an n-gram is clipped to its largest count in any one reference, ``min(count_h(g), max_j count_{r_ij}(g))``,
+and the reference length of sentence i is the length of the reference closest to ``|h_i|`` (on a
+tie, the shorter), summed over the corpus into ``r``. References come as streams, as in
+sacreBLEU: stream j holds the j-th reference of every hypothesis, ``None`` where a hypothesis has
+fewer. A ``None`` is left out; an empty string is a real, empty reference (length 0), exactly as
+sacreBLEU treats them.
+
+The numbers equal sacreBLEU 2.6.0's ``corpus_bleu(hyps, streams)`` with its defaults (13a tokens,
 case-sensitive, exp smoothing, no effective order); ``BleuScore.signature`` names that behaviour in
-sacreBLEU's own signature format so that a reported score can be compared with published ones.
+sacreBLEU's own signature format (``nrefs:var`` when hypotheses have different numbers of
+references) so that a reported score can be compared with published ones.
 
 :func:`book_bleu` is the simpler per-sentence score used to eyeball translations in the book; see
 its docstring for how it differs.
@@ -36,7 +45,16 @@ MAX_ORDER = 4
 
 # The signature describes the computation, not this package: the version field names the sacreBLEU
 # release whose default corpus BLEU these numbers reproduce exactly.
-SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+SACREBLEU_VERSION = "2.6.0"
+
+
+def bleu_signature(nrefs: int | str) -> str:
+    """sacreBLEU's signature of its default corpus BLEU with ``nrefs`` references (a count or ``"var"``)."""
+    return f"nrefs:{nrefs}|case:mixed|eff:no|tok:13a|smooth:exp|version:{SACREBLEU_VERSION}"
+
+
+SIGNATURE = bleu_signature(1)
+ReferenceStreams = Sequence[Sequence[str | None]]
 
 # --- mteval-v13a tokenisation -------------------------------------------------------------------
 
@@ -90,15 +108,23 @@ def _ngrams(tokens: list[str], max_order: int) -> Counter[tuple[str, ...]]:
     return counts
 
 
-def _sentence_stats(hyp: list[str], ref: list[str]) -> tuple[list[int], list[int]]:
-    """Clipped matches and candidate counts per order, ``(matches[n-1], totals[n-1])``."""
-    ref_counts = _ngrams(ref, MAX_ORDER)
+def _closest_ref_len(hyp_len: int, ref_lens: list[int]) -> int:
+    """The reference length nearest ``hyp_len``; of two equally near, the shorter."""
+    return min(ref_lens, key=lambda n: (abs(n - hyp_len), n))
+
+
+def _sentence_stats(hyp: list[str], refs: list[list[str]]) -> tuple[list[int], list[int], int]:
+    """Clipped matches and candidate counts per order, and the closest reference length."""
+    ref_counts: Counter[tuple[str, ...]] = Counter()
+    for ref in refs:
+        for gram, count in _ngrams(ref, MAX_ORDER).items():
+            ref_counts[gram] = max(ref_counts[gram], count)  # the most any single reference allows
     matches = [0] * MAX_ORDER
     for gram, count in _ngrams(hyp, MAX_ORDER).items():
-        # Clipping: a hypothesis n-gram is credited at most as often as the reference holds it.
+        # Clipping: a hypothesis n-gram is credited at most as often as a reference holds it.
         matches[len(gram) - 1] += min(count, ref_counts[gram])
     totals = [max(0, len(hyp) - n + 1) for n in range(1, MAX_ORDER + 1)]
-    return matches, totals
+    return matches, totals, _closest_ref_len(len(hyp), [len(r) for r in refs])
 
 
 def _preprocess(sentence: str) -> list[str]:
@@ -169,13 +195,17 @@ def _smoothed_precisions(counts: list[int], totals: list[int]) -> list[float]:
     return precisions
 
 
+def _check_strings(fn: str, name: str, corpus: Sequence[str | None], *, allow_none: bool = False) -> None:
+    if isinstance(corpus, str):
+        raise TypeError(f"{fn}: {name} must be a sequence of sentences, not one string")
+    bad = next((s for s in corpus if not isinstance(s, str) and not (allow_none and s is None)), None)
+    if bad is not None:
+        raise TypeError(f"{fn}: every item of {name} must be a str, got {type(bad).__name__}")
+
+
 def _check_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> None:
     for name, corpus in (("hypotheses", hypotheses), ("references", references)):
-        if isinstance(corpus, str):
-            raise TypeError(f"corpus_bleu: {name} must be a sequence of sentences, not one string")
-        bad = next((s for s in corpus if not isinstance(s, str)), None)
-        if bad is not None:
-            raise TypeError(f"corpus_bleu: every item of {name} must be a str, got {type(bad).__name__}")
+        _check_strings("corpus_bleu", name, corpus)
     if len(hypotheses) != len(references):
         raise ValueError(
             f"corpus_bleu: {len(hypotheses)} hypotheses but {len(references)} references; "
@@ -201,22 +231,72 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> BleuSco
         ValueError: the two corpora differ in length, or are empty.
     """
     _check_corpus(hypotheses, references)
+    return _score(hypotheses, [[ref] for ref in references], SIGNATURE)
+
+
+def corpus_bleu_multi(hypotheses: Sequence[str], streams: ReferenceStreams) -> BleuScore:
+    """Corpus BLEU against several references per hypothesis, given as reference streams.
+
+    Args:
+        hypotheses: system outputs, one string per sentence.
+        streams: ``streams[j][i]`` is the j-th reference of hypothesis i, or ``None`` if it has
+            fewer than ``j + 1``; every stream has one entry per hypothesis.
+
+    Returns:
+        A :class:`BleuScore` equal to sacreBLEU 2.6.0's default ``corpus_bleu(hypotheses, streams)``,
+        its signature saying ``nrefs:K`` (every hypothesis has K references) or ``nrefs:var``.
+
+    Raises:
+        TypeError: a corpus or stream is not a sequence of strings (and ``None``).
+        ValueError: a stream's length differs from the hypotheses', or a hypothesis has no reference.
+    """
+    ref_sets = reference_sets(hypotheses, streams, "corpus_bleu_multi")
+    counts = {len(refs) for refs in ref_sets}
+    return _score(hypotheses, ref_sets, bleu_signature(counts.pop() if len(counts) == 1 else "var"))
+
+
+def reference_sets(hypotheses: Sequence[str], streams: ReferenceStreams, fn: str) -> list[list[str]]:
+    """Per hypothesis, its references with the ``None`` gaps left out (checked as described by ``fn``)."""
+    if isinstance(streams, str) or not streams or any(isinstance(s, str) for s in streams):
+        raise TypeError(f"{fn}: streams must be a non-empty sequence of reference streams")
+    _check_strings(fn, "hypotheses", hypotheses)
+    if not hypotheses:
+        raise ValueError(f"{fn}: the corpus is empty; give at least one hypothesis")
+    for j, stream in enumerate(streams):
+        _check_strings(fn, f"reference stream {j}", stream, allow_none=True)
+        if len(stream) != len(hypotheses):
+            raise ValueError(f"{fn}: reference stream {j} has {len(stream)} entries for {len(hypotheses)} "
+                             "hypotheses; pad a stream with None where a hypothesis has fewer references")
+    ref_sets = [[r for r in refs if r is not None] for refs in zip(*streams)]
+    missing = next((i for i, refs in enumerate(ref_sets) if not refs), None)
+    if missing is not None:
+        raise ValueError(f"{fn}: hypothesis {missing} has no reference in any stream")
+    return ref_sets
+
+
+def reference_streams(ref_sets: Sequence[Sequence[str]]) -> list[list[str | None]]:
+    """Per-hypothesis reference lists -> streams, padded with ``None`` (``[[a, b], [c]]`` -> ``[[a, c], [b, None]]``)."""
+    width = max((len(refs) for refs in ref_sets), default=0)
+    return [[refs[j] if j < len(refs) else None for refs in ref_sets] for j in range(width)]
+
+
+def _score(hypotheses: Sequence[str], ref_sets: list[list[str]], signature: str) -> BleuScore:
     counts, totals = [0] * MAX_ORDER, [0] * MAX_ORDER
     sys_len = ref_len = 0
-    for hyp_text, ref_text in zip(hypotheses, references):
-        hyp, ref = _preprocess(hyp_text), _preprocess(ref_text)
-        matches, candidates = _sentence_stats(hyp, ref)
+    for hyp_text, refs in zip(hypotheses, ref_sets):
+        hyp = _preprocess(hyp_text)
+        matches, candidates, closest = _sentence_stats(hyp, [_preprocess(r) for r in refs])
         counts = [a + b for a, b in zip(counts, matches)]
         totals = [a + b for a, b in zip(totals, candidates)]
         sys_len += len(hyp)
-        ref_len += len(ref)
+        ref_len += closest
     bp = _brevity_penalty(sys_len, ref_len)
     precisions = _smoothed_precisions(counts, totals)
     if 0.0 in precisions:
         score = 0.0  # log(0) = -inf: a missing order zeroes the geometric mean
     else:
         score = bp * math.exp(sum(math.log(p) for p in precisions) / MAX_ORDER)
-    return BleuScore(score, tuple(counts), tuple(totals), tuple(precisions), bp, sys_len, ref_len)
+    return BleuScore(score, tuple(counts), tuple(totals), tuple(precisions), bp, sys_len, ref_len, signature)
 
 
 # --- the book's sentence score ------------------------------------------------------------------

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from divekit.data.subwords import set_vocab_sizes
 from divekit.errors import DivekitError, ShapeError
 from divekit.nn.masked_loss import at_least_float32, select_real
 from divekit.nn.rnn import make_rnn
@@ -202,8 +203,12 @@ class Seq2SeqConfig:
     dropout: float = 0.2  # between stacked GRU layers (the book: 0.2)
     num_steps: int = 25  # longest sentence in tokens with <eos>; longer training pairs are truncated
     rnn_impl: str = "torch"  # "torch" (nn.GRU) or "scratch" (divekit.nn.rnn.GRU): same weights, same maths
+    # N > 0: a joint BPE vocabulary of N entries for both languages instead of words
+    # (divekit.data.subwords); it sets both vocabulary sizes to N.
+    subwords: int = 0
 
     def __post_init__(self) -> None:
+        set_vocab_sizes(self)
         sizes = (self.src_vocab_size, self.tgt_vocab_size, self.embed_size, self.hidden_size, self.num_layers,
                  self.num_steps)
         if min(sizes) < 1:

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from divekit.data.subwords import set_vocab_sizes
 from divekit.errors import DivekitError, ShapeError
 from divekit.models.seq2seq import Decoder, Encoder, EncoderDecoder, check_tokens, check_valid_len
 from divekit.nn.masked_loss import at_least_float32
@@ -188,8 +189,12 @@ class TransformerConfig:
     positional: str = "sinusoidal"  # "sinusoidal" (fixed) or "learned" (a trained table)
     max_len: int = 128  # longest sequence the positional table covers; must be >= num_steps
     num_steps: int = 25  # longest sentence in tokens with <eos>; longer training pairs are truncated
+    # N > 0: a joint BPE vocabulary of N entries for both languages instead of words
+    # (divekit.data.subwords); it sets both vocabulary sizes to N.
+    subwords: int = 0
 
     def __post_init__(self) -> None:
+        set_vocab_sizes(self)
         sizes = (self.src_vocab_size, self.tgt_vocab_size, self.d_model, self.num_heads, self.ffn_hidden,
                  self.num_encoder_layers, self.num_decoder_layers, self.num_steps)
         if min(sizes) < 1:

@@ -21,11 +21,18 @@ the decoder is causal and the loss covers real tokens only.
 Evaluation reports the masked loss and corpus BLEU (equal to sacreBLEU's, 13a tokens) of greedy
 translations against the lower-cased, punctuation-spaced references. An ``<unk>`` in a
 translation is scored as one wrong word (rendered ``UNK``, which no lower-cased reference holds).
+
+Subwords (``subwords=N`` in the model config): a joint BPE vocabulary of N entries learned on the
+whole training split (:mod:`divekit.data.subwords`) replaces the word vocabularies. Sentences are
+segmented before indexing, so ``num_steps`` counts subword tokens; translations are joined back
+into words before scoring, so BLEU is always computed on words against the original references.
+The merges travel in the checkpoint's task state as plain lists.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -37,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from divekit import seeding
+from divekit.data.bpe import BPE, join_subwords
 from divekit.data.fra_eng import (
     BOS,
     EOS,
@@ -48,6 +56,7 @@ from divekit.data.fra_eng import (
     shift_right,
     split_pairs,
 )
+from divekit.data.subwords import learn_joint, segment_pairs, subword_vocab
 from divekit.data.vocab import UNK, Vocab
 from divekit.decode.beam import decode_batch
 from divekit.errors import CheckpointError, DivekitError
@@ -73,6 +82,12 @@ BLEU_UNK = "UNK"  # an unknown word in a scored translation: one token no lower-
 def real_splits(seed: int = SPLIT_SEED) -> tuple[list[Pair], list[Pair], list[Pair]]:
     """The real ``(train, val, test)`` pairs, parsed once per process (about 3 s)."""
     return split_pairs(load_pairs(), seed=seed)
+
+
+@functools.lru_cache(maxsize=2)
+def real_subwords(size: int, seed: int = SPLIT_SEED) -> BPE:
+    """The joint BPE of ``size`` entries learned on the real training split (seconds; once per process)."""
+    return learn_joint(real_splits(seed)[0], size)
 
 
 def make_vocab(token_lists: Sequence[Sequence[str]], size: int, *, side: str) -> Vocab:
@@ -149,23 +164,55 @@ class BucketLoader:
 # --- rendering ----------------------------------------------------------------------------------
 
 
-def render(tokens: Sequence[int], vocab: Vocab, *, unk: str = UNK) -> str:
-    """Indices -> text; special tokens other than ``<eos>`` are shown as ``unk``."""
-    words = vocab.to_tokens(list(tokens))
-    return " ".join(unk if w in SPECIALS else w for w in words)
+def render(tokens: Sequence[int], vocab: Vocab, *, unk: str = UNK, subwords: bool = False) -> str:
+    """Indices -> text; special tokens other than ``<eos>`` are shown as ``unk``; subwords are joined."""
+    words = [unk if w in SPECIALS else w for w in vocab.to_tokens(list(tokens))]
+    return " ".join(join_subwords(words) if subwords else words)
+
+
+class NoSpecials:
+    """A step decoder that never emits ``<unk>``, ``<pad>`` or ``<bos>``.
+
+    With a subword vocabulary every training character has a token, so these carry no text; the
+    model's distribution is renormalised over the other tokens,
+    ``log p'(v) = log p(v) - log sum_{u not banned} p(u)``.
+    """
+
+    def __init__(self, model: nn.Module, banned: Sequence[int]) -> None:
+        self.model, self.banned = model, list(banned)
+
+    def init_state(self, src: Tensor, src_valid_len: Tensor) -> Any:
+        return self.model.init_state(src, src_valid_len)
+
+    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        log_probs, state = self.model.step(tokens, state)  # (B, V)
+        index = torch.tensor(self.banned, device=log_probs.device)
+        return torch.log_softmax(log_probs.index_fill(-1, index, -math.inf), dim=-1), state
+
+    def reorder_state(self, state: Any, index: Tensor) -> Any:
+        return self.model.reorder_state(state, index)
 
 
 @dataclass(frozen=True)
 class Translator:
-    """A trained model with its vocabularies: sentences in, sentences out (used by the commands)."""
+    """A trained model with its vocabularies: sentences in, sentences out (used by the commands).
+
+    With ``bpe`` set, words are segmented on the way in and joined on the way out, and the model is
+    never allowed to emit a special token (:class:`NoSpecials`).
+    """
 
     model: nn.Module
     src_vocab: Vocab
     tgt_vocab: Vocab
     num_steps: int
+    bpe: BPE | None = None
+
+    def model_tokens(self, words: Sequence[str]) -> list[str]:
+        """What the model reads for a sentence of words: the words, or their subword tokens."""
+        return self.bpe.segment(words) if self.bpe is not None else list(words)
 
     def encode(self, token_lists: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        return build_array(token_lists, self.src_vocab, self.num_steps)
+        return build_array([self.model_tokens(t) for t in token_lists], self.src_vocab, self.num_steps)
 
     @torch.no_grad()
     def translate_ids(self, src: Tensor, src_len: Tensor, *, beam_size: int = 1, alpha: float = 0.0,
@@ -176,10 +223,13 @@ class Translator:
         device = next(self.model.parameters()).device
         order = torch.argsort(src_len, stable=True)
         out: list[tuple[int, ...]] = [()] * len(order)
+        decoder = self.model
+        if self.bpe is not None:
+            decoder = NoSpecials(self.model, [self.tgt_vocab[t] for t in (UNK, PAD, BOS)])
         for chunk in order.split(batch_size):
             s, sl = src[chunk], src_len[chunk]
             s = s[:, : int(sl.max())].to(device)
-            hyps = decode_batch(self.model, s, sl.to(device), bos=self.tgt_vocab[BOS], eos=self.tgt_vocab[EOS],
+            hyps = decode_batch(decoder, s, sl.to(device), bos=self.tgt_vocab[BOS], eos=self.tgt_vocab[EOS],
                                 max_len=self.num_steps, beam_size=beam_size, alpha=alpha)
             for i, h in zip(chunk.tolist(), hyps):
                 out[i] = h.tokens
@@ -190,7 +240,7 @@ class Translator:
                   unk: str = UNK) -> list[str]:
         src, src_len = self.encode(token_lists)
         ids = self.translate_ids(src, src_len, beam_size=beam_size, alpha=alpha)
-        return [render(t, self.tgt_vocab, unk=unk) for t in ids]
+        return [render(t, self.tgt_vocab, unk=unk, subwords=self.bpe is not None) for t in ids]
 
     def bleu(self, pairs: Sequence[Pair], *, beam_size: int = 1, alpha: float = 0.0) -> tuple[BleuScore, list[str]]:
         """Corpus BLEU of translations of ``pairs`` against their references; and the translations."""
@@ -213,8 +263,9 @@ def load_translator(path: str | os.PathLike) -> tuple[Translator, dict[str, Any]
     load_model_state(model, ckpt["model_state"], source=str(path))
     model.eval()
     state = ckpt["task_state"]
+    bpe = BPE.from_state(state["bpe"]) if state.get("bpe") is not None else None
     translator = Translator(model, Vocab.from_state(state["src_vocab"]), Vocab.from_state(state["tgt_vocab"]),
-                            int(state["num_steps"]))
+                            int(state["num_steps"]), bpe)
     return translator, ckpt
 
 
@@ -232,6 +283,8 @@ class Translation:
         real_only_softmax: compute logits at real target positions only (False: the book's way,
             logits everywhere, then a masked loss; the same numbers, more arithmetic).
         bucket: length-bucketed batches (False: uniformly shuffled, as the book).
+        subwords: N > 0 for one joint BPE vocabulary of N entries on both sides (the vocabulary
+            sizes must then be N too); 0 for word vocabularies.
     """
 
     name = "fra-eng"
@@ -241,16 +294,30 @@ class Translation:
     def __init__(self, *, src_vocab_size: int, tgt_vocab_size: int, num_steps: int, batch_size: int,
                  seed: int = 0, limit: int | None = None, label_smoothing: float = 0.0,
                  splits: tuple[list[Pair], list[Pair], list[Pair]] | None = None,
-                 real_only_softmax: bool = True, bucket: bool = True, eval_batch_size: int = 500) -> None:
+                 real_only_softmax: bool = True, bucket: bool = True, eval_batch_size: int = 500,
+                 subwords: int = 0) -> None:
         train, val, test = splits if splits is not None else real_splits(SPLIT_SEED)
-        self.src_vocab = make_vocab([s for s, _ in train], src_vocab_size, side="source")
-        self.tgt_vocab = make_vocab([t for _, t in train], tgt_vocab_size, side="target")
+        self.subwords, self.bpe = subwords, None
+        if subwords:
+            if (src_vocab_size, tgt_vocab_size) != (subwords, subwords):
+                raise DivekitError(f"subwords={subwords} needs both vocabulary sizes to be {subwords}, got "
+                                   f"{src_vocab_size} and {tgt_vocab_size}")
+            self.bpe = real_subwords(subwords) if splits is None else learn_joint(train, subwords)
+            self.src_vocab = self.tgt_vocab = subword_vocab(self.bpe, segment_pairs(train, self.bpe))
+        else:
+            self.src_vocab = make_vocab([s for s, _ in train], src_vocab_size, side="source")
+            self.tgt_vocab = make_vocab([t for _, t in train], tgt_vocab_size, side="target")
         self.num_steps, self.batch_size, self.seed, self.limit = num_steps, batch_size, seed, limit
         self.label_smoothing, self.real_only_softmax, self.bucket = label_smoothing, real_only_softmax, bucket
         self.eval_batch_size = eval_batch_size
         self.pairs = {"train": subsample(train, limit, seed), "val": val, "test": test}
-        self.arrays = {k: to_arrays(v, self.src_vocab, self.tgt_vocab, num_steps) for k, v in self.pairs.items()}
+        self.arrays = {k: to_arrays(self.model_pairs(v), self.src_vocab, self.tgt_vocab, num_steps)
+                       for k, v in self.pairs.items()}
         self.bos = self.tgt_vocab[BOS]
+
+    def model_pairs(self, pairs: Sequence[Pair]) -> Sequence[Pair]:
+        """The pairs as the model reads them: words, or subword tokens."""
+        return segment_pairs(pairs, self.bpe) if self.bpe is not None else pairs
 
     def train_loader(self, dist: DistInfo) -> BucketLoader:
         return BucketLoader(self.arrays["train"], batch_size=self.batch_size, seed=self.seed, bucket=self.bucket,
@@ -291,7 +358,7 @@ class Translation:
         return total / count
 
     def translator(self, model: nn.Module) -> Translator:
-        return Translator(model, self.src_vocab, self.tgt_vocab, self.num_steps)
+        return Translator(model, self.src_vocab, self.tgt_vocab, self.num_steps, self.bpe)
 
     def bleu(self, model: nn.Module, split: str, *, beam_size: int = 1, alpha: float = 0.0,
              limit: int | None = None) -> tuple[BleuScore, list[str]]:
@@ -311,6 +378,8 @@ class Translation:
             "split_seed": SPLIT_SEED,
             "seed": self.seed,
             "limit": self.limit,
+            "subwords": self.subwords,
+            "bpe": self.bpe.to_state() if self.bpe is not None else None,
         }
 
     def example_input(self, batch_size: int = 2) -> Tensor:
@@ -327,4 +396,5 @@ def make(model_config: Any, train_config: TrainConfig, *, limit: int | None = No
         seed=train_config.seed,
         limit=limit,
         label_smoothing=train_config.label_smoothing,
+        subwords=getattr(model_config, "subwords", 0),
     )

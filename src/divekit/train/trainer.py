@@ -241,6 +241,8 @@ class Trainer:
         """Train from the current state to ``config.epochs`` epochs."""
         if self.global_step == 0:
             seeding.seed_global(self.config.seed, "dropout")  # a fresh run's dropout stream: its own
+            if self.run_dir is not None and self.dist.is_main:
+                (self.run_dir / "metrics.jsonl").write_text("")  # a fresh run's log starts empty
         loader = self.task.train_loader(self.dist)
         total_steps = self.config.epochs * len(loader)
         start = time.perf_counter()
@@ -403,9 +405,18 @@ class Trainer:
 
     @staticmethod
     def _format(record: dict[str, Any]) -> str:
+        """One line per epoch, each figure at a precision that fits it."""
         parts = [f"epoch {record['epoch']}"]
         for key, value in record.items():
-            if key != "epoch" and isinstance(value, float) and not key.endswith("seconds"):
-                parts.append(f"{key} {value:.4g}")
+            if key == "epoch" or not isinstance(value, float) or key.endswith("seconds"):
+                continue
+            if key.endswith("accuracy"):
+                parts.append(f"{key} {value:.2%}")
+            elif key.endswith("per_s"):
+                parts.append(f"{key.replace('_per_s', '/s')} {value:,.0f}")
+            elif key == "lr":
+                parts.append(f"lr {value:.3g}")
+            else:
+                parts.append(f"{key} {value:.4f}")
         parts.append(f"({record['train_seconds']:.1f}s)")
         return "  ".join(parts)
