@@ -13,7 +13,7 @@ from divekit.cli import main
 from divekit.registry import CHAPTERS
 from divekit.report import build_report, collect_results
 from divekit.report.chapters import INTROS
-from divekit.report.html import NOT_MEASURED, render_report
+from divekit.report.html import NOT_MEASURED, measured_full_tour, render_report
 
 
 @pytest.fixture
@@ -92,6 +92,14 @@ def test_training_run_results_are_skipped_silently(tmp_path, capsys):
     (tmp_path / "fixture-cnn" / "resnet" / "results.json").write_text(json.dumps({"model": "resnet", "test": {}}))
     assert len(collect_results(tmp_path)) == 2
     assert capsys.readouterr().err == ""
+
+
+def test_measured_full_tour_duration_comes_from_the_recorded_tour(monkeypatch):
+    record = {"date": "2026-11-30", "machine": "2-core CPU", "experiments": {"a": 1800.0, "b": 1320.0}}
+    monkeypatch.setattr("divekit.experiments.base.measured_tour_seconds", lambda mode: record if mode == "full" else None)
+    assert measured_full_tour() == "about 52 min (measured 2026-11-30 on 2-core CPU)"
+    monkeypatch.setattr("divekit.experiments.base.measured_tour_seconds", lambda mode: None)
+    assert measured_full_tour() is None
 
 
 def test_build_report_reads_the_committed_records(tmp_path):

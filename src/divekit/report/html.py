@@ -168,16 +168,30 @@ def render_report(results: list[tuple[Path, dict[str, Any]]], *, title: str = "d
     )
 
 
+def measured_full_tour() -> str | None:
+    """How long ``divekit tour --full`` took when it was measured, or None if it never was."""
+    from divekit.experiments.base import measured_tour_seconds
+
+    record = measured_tour_seconds("full")
+    if not record or not record.get("experiments"):
+        return None
+    minutes = sum(record["experiments"].values()) / 60
+    return f"about {minutes:,.0f} min (measured {record.get('date', 'on an unrecorded date')} on " \
+           f"{record.get('machine', 'an unrecorded machine')})"
+
+
 def build_report(results: list[tuple[Path, dict[str, Any]]], out: Path, *, title: str = "divekit report",
                  records: dict[str, list[RecordedRun]] | None = None,
                  full_tour_duration: str | None = None) -> Path:
     """Write the HTML report for ``results`` (from :func:`collect_results`) to ``out``.
 
     ``records`` defaults to the committed records of full-size runs (a malformed one is skipped with
-    a warning).
+    a warning); ``full_tour_duration`` to the measured one (:func:`measured_full_tour`).
     """
     if records is None:
         records = load_records(warn=_warn)
+    if full_tour_duration is None:
+        full_tour_duration = measured_full_tour()
     page = render_report(results, title=title, records=records, full_tour_duration=full_tour_duration)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
