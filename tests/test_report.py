@@ -56,7 +56,7 @@ def test_report_embeds_figures_tables_and_escapes_text(tmp_path):
     page = out.read_text()
     png = base64.b64encode((tmp_path / "tiny" / "curve.png").read_bytes()).decode()
     assert png in page  # self-contained: the image bytes are inside the page
-    assert "<td>16</td>" in page and "Generalization" in page
+    assert '<td class="num">16</td>' in page and "Generalization" in page
     assert "&lt;b&gt;escaped&lt;/b&gt;" in page and "<b>escaped</b>" not in page
 
 

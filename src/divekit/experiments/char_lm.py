@@ -39,15 +39,16 @@ def run(ctx) -> dict:
         hist = r["history"]
         label = f"{name} ({impl})"
         train_ppl = [math.exp(h["train_loss"]) for h in hist]
-        series[f"{label} train"] = (range(1, len(hist) + 1), train_ppl)
-        series[f"{label} val"] = (range(1, len(hist) + 1), [h["val_perplexity"] for h in hist])
+        series[label, "train"] = (range(1, len(hist) + 1), train_ppl)
+        series[label, "validation"] = (range(1, len(hist) + 1), [h["val_perplexity"] for h in hist])
         test = r["test"]
-        rows.append([label, r["parameters"], round(train_ppl[-1], 3), round(min(h["val_perplexity"] for h in hist), 3),
-                     round(test["test_perplexity"], 3), round(test["test_bits_per_char"], 3),
-                     round(sum(h["train_items_per_s"] for h in hist) / len(hist)), round(r["train_seconds"], 1)])
+        # Raw values: the report rounds them, the same way as the metrics below.
+        rows.append([label, r["parameters"], train_ppl[-1], min(h["val_perplexity"] for h in hist),
+                     test["test_perplexity"], test["test_bits_per_char"],
+                     sum(h["train_items_per_s"] for h in hist) / len(hist), r["train_seconds"]])
         metrics[f"{name}_{impl}_test_perplexity"] = test["test_perplexity"]
     for name, ppl in base.items():
-        rows.append([f"{name} baseline", 0, "", "", round(ppl, 3), round(bits_per_char(ppl), 3), "", ""])
+        rows.append([f"{name} baseline", 0, "", "", ppl, bits_per_char(ppl), "", ""])
         metrics[f"{name}_test_perplexity"] = ppl
     line_plot(ctx.path("char_lm_perplexity.png"), series, xlabel="epoch", ylabel="perplexity", logy=True,
               title="training (running) vs validation perplexity")
@@ -55,7 +56,7 @@ def run(ctx) -> dict:
     return {
         "summary": (
             f"{len(_RUNS)} recurrent character models trained {epochs} epochs each on the 138,742-character "
-            f"training block. Best test perplexity {best[4]} ({best[0]}, {best[5]} bits per character) against "
+            f"training block. Best test perplexity {best[4]:.2f} ({best[0]}, {best[5]:.2f} bits per character) against "
             f"{base['bigram']:.2f} for an add-one bigram and {base['trigram']:.2f} for a trigram; a uniform guess "
             f"scores {base['uniform']:.0f}. Held-out perplexity is measured over whole blocks with the state carried."
         ),

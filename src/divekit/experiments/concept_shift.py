@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from divekit.experiments.base import ExperimentContext  # noqa: E402
+from divekit.plots import legend_outside, save_figure  # noqa: E402
 from divekit.registry import register_experiment  # noqa: E402
 from divekit.cpu import single_thread  # noqa: E402
 from divekit.shift import format_ci, mean_ci  # noqa: E402
@@ -168,8 +169,6 @@ def _accuracy_plot(path, curves: dict[str, torch.Tensor], detections: list[int])
         ax.axvline(d / STREAM.batch, color="grey", ls=":", lw=1)
     ax.set(xlabel="time step", ylabel="prequential accuracy", ylim=(0, 1.02),
            title="Accuracy on a drifting stream")
-    ax.legend(fontsize=8, loc="lower left")
+    legend_outside(ax)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -29,7 +29,7 @@ from divekit.cpu import single_thread  # noqa: E402
 from divekit.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from divekit.data.shift import covariate_shift_split, mean_brightness  # noqa: E402
 from divekit.experiments.base import ExperimentContext  # noqa: E402
-from divekit.plots import save_figure  # noqa: E402
+from divekit.plots import legend_outside, save_figure  # noqa: E402
 from divekit.registry import (  # noqa: E402
     config_to_dict,
     create_model,
@@ -257,7 +257,7 @@ def _scatter_plot(path, true: torch.Tensor, estimated: torch.Tensor) -> None:
     ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="estimated = true")
     ax.set(xscale="log", yscale="log", xlabel="true weight p_t(x)/p_s(x)", ylabel="estimated weight",
            title="Domain-classifier importance weights")
-    ax.legend()
+    ax.legend(loc="upper left")  # the points lie on the diagonal: this corner is empty
     ax.grid(alpha=0.3)
     save_figure(fig, path)
 
@@ -270,7 +270,7 @@ def _brightness_plot(path, brightness: tuple[torch.Tensor, torch.Tensor]) -> Non
     ax.hist(target.numpy(), bins=bins, density=True, alpha=0.5, label="target (test set)")
     ax.hist(source.numpy(), bins=bins, density=True, alpha=0.5, label="biased source")
     ax.set(xlabel="mean pixel intensity", ylabel="density", title="Input shift by brightness")
-    ax.legend()
+    legend_outside(ax)
     save_figure(fig, path)
 
 

@@ -167,6 +167,7 @@ def _run(ctx: ExperimentContext) -> dict:
     line_plot(ctx.path("clipping.png"), {
         "no clipping": (list(range(1, len(runs["none"][0]) + 1)), runs["none"][0]),
         "clipped at 1 (scratch)": (list(range(1, len(runs["scratch"][0]) + 1)), runs["scratch"][0]),
+        "clipped at 1 (clip_grad_norm_)": (list(range(1, len(runs["torch"][0]) + 1)), runs["torch"][0]),
     }, xlabel="step", ylabel="training MSE", logy=True, title="20-layer tanh MLP, SGD lr 0.1")
     line_plot(ctx.path("clipping_norms.png"), {
         "no clipping": (list(range(1, len(runs["none"][1]) + 1)), runs["none"][1]),

@@ -31,7 +31,7 @@ from divekit.data.shift import (  # noqa: E402
     sample_with_prior,
 )
 from divekit.experiments.base import ExperimentContext  # noqa: E402
-from divekit.plots import line_plot  # noqa: E402
+from divekit.plots import legend_outside, line_plot, save_figure  # noqa: E402
 from divekit.registry import (  # noqa: E402
     config_to_dict,
     create_model,
@@ -113,7 +113,7 @@ def run(ctx: ExperimentContext) -> dict:
     _weights_plot(ctx.path("weights.png"), example)
     line_plot(ctx.path("error_vs_n.png"),
               {k: (list(v), [mean_ci(e)[0] for e in v.values()]) for k, v in curves.items()},  # mean over seeds
-              xlabel="target sample size", ylabel="||w_hat - w||_2", logx=True,
+              xlabel="target sample size", ylabel="||w_hat - w||_2", logx=True, logy=True,
               title=f"Weight error, {DOMINANT_SETTING}")
     by = {n: [r for r in records if r["setting"] == n] for n in names}
     dominant = DOMINANT_SETTING
@@ -285,8 +285,6 @@ def _weights_plot(path, record: dict) -> None:
         ax.bar((positions + (i - 1) * width).numpy(), record[key].numpy(), width=width, label=label)
     ax.set_xticks(range(K), CLASS_NAMES, rotation=35, ha="right")
     ax.set(ylabel="w_y = q_target(y) / q_source(y)", title=f"Label weights: {record['setting']}")
-    ax.legend()
+    legend_outside(ax)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

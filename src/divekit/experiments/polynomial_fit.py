@@ -137,7 +137,8 @@ def _run(ctx: ExperimentContext) -> dict:
         n_epochs = overfit_epochs if degree == MAX_DEGREE else epochs
         w, history = sgd_fit(data, degree, n_train, epochs=n_epochs, seed=ctx.seed)
         xs = list(range(1, n_epochs + 1))
-        line_plot(ctx.path(file), {"train": (xs, [h[0] for h in history]), "test": (xs, [h[1] for h in history])},
+        line_plot(ctx.path(file), {(f"degree {degree}", "train"): (xs, [h[0] for h in history]),
+                                   (f"degree {degree}", "test"): (xs, [h[1] for h in history])},
                   xlabel="epoch", ylabel="mean squared error", title=label, logy=True)
         figures.append({"file": file, "caption": f"Train and test loss per epoch, {label}, SGD lr 0.01."})
         coefficients = ", ".join(f"{v:.3f}" for v in w[:4].tolist())
@@ -145,15 +146,15 @@ def _run(ctx: ExperimentContext) -> dict:
 
     sweep = complexity_sweep(sweep_train, seeds, base_seed=ctx.seed)
     degrees = [r[0] for r in sweep]
-    line_plot(ctx.path("complexity.png"), {"train": (degrees, [r[1] for r in sweep]),
-                                           "test": (degrees, [r[2] for r in sweep])},
+    line_plot(ctx.path("complexity.png"), {("least squares", "train"): (degrees, [r[1] for r in sweep]),
+                                           ("least squares", "test"): (degrees, [r[2] for r in sweep])},
               xlabel="polynomial degree", ylabel="mean squared error (geometric mean over seeds)",
               title=f"Error against model complexity ({sweep_train} training examples)", logy=True)
     curves = learning_curve(sizes, seeds, base_seed=ctx.seed)
     series = {}
     for degree, points in curves.items():
-        series[f"degree {degree} test"] = ([p[0] for p in points], [p[2] for p in points])
-        series[f"degree {degree} train"] = ([p[0] for p in points], [p[1] for p in points])
+        series[f"degree {degree}", "test"] = ([p[0] for p in points], [p[2] for p in points])
+        series[f"degree {degree}", "train"] = ([p[0] for p in points], [p[1] for p in points])
     line_plot(ctx.path("learning_curve.png"), series, xlabel="training examples", logx=True, logy=True,
               ylabel="mean squared error (geometric mean over seeds)", title="Learning curves (least squares)")
     figures += [

@@ -25,7 +25,7 @@ from divekit import seeding
 from divekit.cpu import single_thread
 from divekit.experiments.base import ExperimentContext
 from divekit.metrics.bleu import corpus_bleu
-from divekit.plots import line_plot  # also selects matplotlib's file-only backend
+from divekit.plots import legend_outside, line_plot, save_figure  # also selects matplotlib's file-only backend
 from divekit.registry import config_to_dict, get_model, register_experiment
 from divekit.tasks.translation import (
     BLEU_UNK,
@@ -70,11 +70,8 @@ def bars_plot(path: Path, categories: Sequence[str], series: dict[str, Sequence[
     ax.set_xticks(range(len(categories)), list(categories))
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    legend_outside(ax)
+    return save_figure(fig, path)
 
 
 def decoding_table(translator: Translator, pairs: list) -> tuple[list[list], dict[tuple[int, float], list[str]]]:
@@ -185,7 +182,7 @@ def run(ctx: ExperimentContext) -> dict:
             {"title": "Test BLEU by decoding method",
              "columns": ["method", "width", "alpha", "BLEU", "hyp/ref length", "seconds"], "rows": rows},
             {"title": "Test BLEU by source length",
-             "columns": ["source tokens", "pairs", "greedy", best[0]], "rows": length_rows},
+             "columns": ["source tokens", "pairs", "greedy BLEU", f"{best[0]} BLEU"], "rows": length_rows},
             {"title": "20 test translations",
              "columns": ["English", "reference", "greedy", best[0]], "rows": examples},
         ],

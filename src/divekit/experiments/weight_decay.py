@@ -175,15 +175,15 @@ def _run(ctx: ExperimentContext) -> dict:
     xs = list(range(1, epochs + 1))
     series = {}
     for lambd, history in curves.items():
-        series[f"lambda={lambd:g} train"] = (xs, [h[0] for h in history])
-        series[f"lambda={lambd:g} test"] = (xs, [h[1] for h in history])
+        series[f"lambda={lambd:g}", "train"] = (xs, [h[0] for h in history])
+        series[f"lambda={lambd:g}", "test"] = (xs, [h[1] for h in history])
     line_plot(ctx.path("curves.png"), series, xlabel="epoch", ylabel="squared loss / 2", logy=True,
               title="Training without and with weight decay")
     positive = [r for r in rows if r[0] > 0]  # lambda = 0 has no place on a log axis; it is in the table
     lam = [r[0] for r in positive]
-    line_plot(ctx.path("sweep_loss.png"), {"train": (lam, [r[1] for r in positive]),
-                                           "test": (lam, [r[2] for r in positive]),
-                                           "test, exact minimiser": (lam, [r[4] for r in positive])},
+    line_plot(ctx.path("sweep_loss.png"), {("SGD", "train"): (lam, [r[1] for r in positive]),
+                                           ("SGD", "test"): (lam, [r[2] for r in positive]),
+                                           ("exact minimiser", "test"): (lam, [r[4] for r in positive])},
               xlabel="lambda", ylabel="squared loss / 2", logx=True, logy=True,
               title=f"Loss after {epochs} epochs against penalty strength")
     line_plot(ctx.path("sweep_norm.png"), {"||w||": (lam, [r[3] for r in positive])}, xlabel="lambda",
