@@ -9,14 +9,16 @@ fraction of this machine's matrix-product rate measured in the same run, and val
 accuracy. Figures: validation accuracy per epoch and per training second, the confusion matrix and
 misclassified test images of the model with the best validation accuracy.
 
-The full run takes over an hour, so each model's run directory is kept: run again into the same
-directory and every model whose finished run there has exactly the configuration it would train
-with (model, options, recipe, seed, data limit) is read back instead of retrained. The summary
-names the rows read back and when they were trained; delete a model's directory to retrain it.
+The full run takes over an hour, so each model trains in a run directory named by its configuration
+(model, options, recipe, seed, data limit): run again into the same directory and every model whose
+finished run is there is read back instead of retrained, one stopped part-way continues from its
+checkpoint, and a changed configuration trains in a directory of its own. The summary names the rows
+read back and when they were trained; delete a model's directory to retrain it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -128,15 +130,20 @@ def _train(ctx: ExperimentContext, entry: Entry, limit: int | None) -> dict[str,
     config = spec.make_config(entry.options)
     resolution = getattr(config, "resolution", 28)
     flops = count_flops(spec.build(config), torch.zeros(1, 1, resolution, resolution)).total
-    out = ctx.path(entry.slug)
     overrides = {**entry.recipe, "seed": ctx.seed, "device": ctx.device}
     wanted = {"model": entry.model, "limit": limit, "model_config": config_to_dict(config),
               "train_config": TrainConfig(**{**spec.recipe, **overrides}).to_dict()}
+    out = ctx.path(_run_dir_name(entry.slug, wanted))
     r = _finished_run(out, wanted)
     reused = r is not None
     if r is None:
-        r = train_model(entry.model, options=entry.options, train_overrides=overrides,
-                        limit=limit, out=out, progress=ctx.progress, log=lambda *_: None)
+        # A run killed or interrupted in this directory continues where it stopped; a changed
+        # configuration has a directory of its own, so no earlier run is ever overwritten.
+        resume = out if (out / "checkpoint.pt").is_file() else None
+        r = train_model(entry.model, options={} if resume else entry.options,
+                        train_overrides={k: v for k, v in overrides.items() if not resume or k == "device"},
+                        limit=None if resume else limit, out=out, resume=resume, progress=ctx.progress,
+                        log=lambda *_: None)
     history = r["history"]
     images = len(history) * min(limit or TRAIN_IMAGES, TRAIN_IMAGES)
     images_per_s = images / r["train_seconds"]
@@ -148,6 +155,12 @@ def _train(ctx: ExperimentContext, entry: Entry, limit: int | None) -> dict[str,
         "val_accuracy": max(h["val_accuracy"] for h in history), "test_accuracy": r["test"]["test_accuracy"],
         "history": history, "reused": reused, "date": r["date"],
     }
+
+
+def _run_dir_name(slug: str, wanted: dict[str, Any]) -> str:
+    """``slug-<8 hex digits>``: the digits name the configuration, so each one trains in its own directory."""
+    digest = hashlib.sha256(json.dumps(wanted, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{slug}-{digest[:8]}"
 
 
 def _finished_run(out: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
