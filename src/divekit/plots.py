@@ -150,6 +150,23 @@ def _tick_label(value: float, _position: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:.3g}"
 
 
+def bars_plot(path: Path, categories: Sequence[str], series: Mapping[str, Sequence[float]], *, xlabel: str,
+              ylabel: str, title: str = "") -> Path:
+    """Grouped bars: one group per category, one bar per series."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    width = 0.8 / max(len(series), 1)
+    for k, (name, values) in enumerate(series.items()):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(categories))]
+        ax.bar(xs, list(values), width=width, label=name)
+    crowded = len(categories) > 4 or max(map(len, categories), default=0) > 12
+    ax.set_xticks(range(len(categories)), list(categories), rotation=30 if crowded else 0,
+                  ha="right" if crowded else "center")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3, axis="y")
+    legend_outside(ax)
+    return save_figure(fig, path)
+
+
 def confusion_matrix_plot(path: Path, matrix: torch.Tensor, class_names: Sequence[str], *, title: str = "") -> Path:
     """A ``(classes, classes)`` count matrix, rows true and columns predicted, shown row-normalised."""
     m = matrix.double()

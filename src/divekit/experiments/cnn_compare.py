@@ -32,7 +32,7 @@ from divekit.experiments.base import ExperimentContext
 from divekit.flops import TRAINING_FACTOR, count_flops, matmul_gflops
 from divekit.metrics.classification import confusion_matrix
 from divekit.pipeline import config_to_dict, load_trained, train_model
-from divekit.plots import confusion_matrix_plot, image_grid, line_plot
+from divekit.plots import bars_plot, confusion_matrix_plot, image_grid, line_plot
 from divekit.registry import get_model, register_experiment
 from divekit.train.config import TrainConfig
 
@@ -193,8 +193,13 @@ def _figures(ctx: ExperimentContext, runs: list[dict], best: dict) -> list[dict[
                 for r in runs}
     by_time = {r["label"]: (_cumulative([h["train_seconds"] for h in r["history"]]),
                             [h["val_accuracy"] for h in r["history"]]) for r in runs}
-    line_plot(ctx.path("val_accuracy.png"), by_epoch, xlabel="epoch", ylabel="validation accuracy",
-              title="Validation accuracy per epoch")
+    if max(len(r["history"]) for r in runs) > 1:
+        line_plot(ctx.path("val_accuracy.png"), by_epoch, xlabel="epoch", ylabel="validation accuracy",
+                  title="Validation accuracy per epoch")
+    else:  # one epoch each (quick mode): a line of one point says nothing, bars do
+        bars_plot(ctx.path("val_accuracy.png"), [r["label"] for r in runs],
+                  {"validation": [r["val_accuracy"] for r in runs], "test": [r["test_accuracy"] for r in runs]},
+                  xlabel="model", ylabel="accuracy", title="Accuracy after one epoch")
     line_plot(ctx.path("val_accuracy_time.png"), by_time, xlabel="training seconds", ylabel="validation accuracy",
               title="Validation accuracy against training time", logx=True)
     label = best["label"]
@@ -206,7 +211,8 @@ def _figures(ctx: ExperimentContext, runs: list[dict], best: dict) -> list[dict[
     image_grid(ctx.path("misclassified.png"), best["test_images"][wrong], captions,
                title=f"{label}: misclassified test images")
     return [
-        {"file": "val_accuracy.png", "caption": "Validation accuracy per epoch for each CNN."},
+        {"file": "val_accuracy.png", "caption": "Validation accuracy per epoch for each CNN." if max(
+            len(r["history"]) for r in runs) > 1 else "Validation and test accuracy of each CNN after one epoch."},
         {"file": "val_accuracy_time.png", "caption": "Validation accuracy against cumulative training "
                                                      "seconds on this machine (log scale)."},
         {"file": "confusion.png", "caption": f"Test confusion matrix of {label}, the model with the best "

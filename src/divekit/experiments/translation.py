@@ -16,16 +16,12 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Sequence
-from pathlib import Path
-
-import matplotlib.pyplot as plt  # noqa: E402, I001
 
 from divekit import seeding
 from divekit.cpu import single_thread
 from divekit.experiments.base import ExperimentContext
 from divekit.metrics.bleu import corpus_bleu
-from divekit.plots import legend_outside, line_plot, save_figure  # also selects matplotlib's file-only backend
+from divekit.plots import bars_plot, line_plot  # also selects matplotlib's file-only backend
 from divekit.registry import config_to_dict, get_model, register_experiment
 from divekit.tasks.translation import (
     BLEU_UNK,
@@ -57,21 +53,6 @@ LENGTH_BUCKETS = ((1, 4), (5, 5), (6, 6), (7, 7), (8, 8), (9, 10), (11, 99))  # 
 def length_bucket(n: int) -> str:
     lo, hi = next(b for b in LENGTH_BUCKETS if b[0] <= n <= b[1])
     return f"{lo}" if lo == hi else (f"{lo}+" if hi == 99 else f"{lo}-{hi}")
-
-
-def bars_plot(path: Path, categories: Sequence[str], series: dict[str, Sequence[float]], *, xlabel: str,
-              ylabel: str, title: str = "") -> Path:
-    """Grouped bars: one group per category, one bar per series."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    width = 0.8 / max(len(series), 1)
-    for k, (name, values) in enumerate(series.items()):
-        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(categories))]
-        ax.bar(xs, list(values), width=width, label=name)
-    ax.set_xticks(range(len(categories)), list(categories))
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.grid(alpha=0.3, axis="y")
-    legend_outside(ax)
-    return save_figure(fig, path)
 
 
 def decoding_table(translator: Translator, pairs: list) -> tuple[list[list], dict[tuple[int, float], list[str]]]:
