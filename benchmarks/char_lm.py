@@ -20,6 +20,7 @@ the contiguous 80/10/10 split, with the hidden state carried across windows
 
     python benchmarks/char_lm.py                   # all three (about 12 minutes on 2 cores)
     python benchmarks/char_lm.py --skip-divekit    # the book's two variants only (about a minute)
+    python benchmarks/char_lm.py --quick           # one two-batch epoch of each book variant (seconds)
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ from divekit.pipeline import train_model
 from divekit.tasks.language_model import LanguageModelTask, load_language_model
 from divekit.train.dynamic_eval import DynamicEvalConfig, dynamic_evaluate
 
+from _machine import stamp
+
 BOOK = {"hidden": 32, "num_steps": 32, "num_windows": 10_000, "batch_size": 1024, "lr": 4.0, "clip": 1.0,
         "epochs": 50}
+QUICK_BOOK = {**BOOK, "num_windows": 2048, "epochs": 1}  # two batches: shows the recipe runs
 DYNAMIC_LRS = (1e-4, 3e-4, 1e-3)  # dynamic evaluation step sizes tried on the validation block
 
 
@@ -54,41 +58,42 @@ def _window_starts(n_text: int, num_steps: int, num_windows: int, whole_block: b
     return torch.randperm(num_windows, generator=g)
 
 
-def book_recipe(whole_block: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Train the book's GRU-32 recipe and score it on the validation and test blocks."""
+def book_recipe(whole_block: bool = False, seed: int = 0, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train the book's GRU-32 recipe (or ``recipe``, a variant of it) and score it on the validation and test blocks."""
+    recipe = recipe or BOOK
     torch.manual_seed(seed)
-    task = LanguageModelTask(batch_size=BOOK["batch_size"], num_steps=BOOK["num_steps"], sequential=False)
+    task = LanguageModelTask(batch_size=recipe["batch_size"], num_steps=recipe["num_steps"], sequential=False)
     text = task.blocks["train"]
-    model = CharLM(CharLMConfig(kind="gru", impl="torch", vocab_size=len(task.vocab), hidden=BOOK["hidden"],
-                                embedding=0, num_steps=BOOK["num_steps"]))
-    optimizer = torch.optim.SGD(model.parameters(), lr=BOOK["lr"])
+    model = CharLM(CharLMConfig(kind="gru", impl="torch", vocab_size=len(task.vocab), hidden=recipe["hidden"],
+                                embedding=0, num_steps=recipe["num_steps"]))
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe["lr"])
     g = torch.Generator().manual_seed(seed)
-    offsets = torch.arange(BOOK["num_steps"])
+    offsets = torch.arange(recipe["num_steps"])
     history, seconds = [], 0.0
-    for epoch in range(BOOK["epochs"]):
+    for epoch in range(recipe["epochs"]):
         model.train()
         start = time.perf_counter()
-        starts = _window_starts(text.numel(), BOOK["num_steps"], BOOK["num_windows"], whole_block, g)
+        starts = _window_starts(text.numel(), recipe["num_steps"], recipe["num_windows"], whole_block, g)
         total, count = 0.0, 0
-        for batch in starts.split(BOOK["batch_size"]):
+        for batch in starts.split(recipe["batch_size"]):
             idx = batch[:, None] + offsets  # (B, T) positions
             x, y = text[idx], text[idx + 1]
             logits, _ = model(x)  # a fresh zero state for every batch, as the book does
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), BOOK["clip"])
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["clip"])
             optimizer.step()
             total, count = total + loss.item() * y.numel(), count + y.numel()
         seconds += time.perf_counter() - start
         history.append({"epoch": epoch + 1, "train_perplexity": float(torch.tensor(total / count).exp())})
     val, test = task.evaluate(model, "val"), task.evaluate(model, "test")
-    return {"recipe": dict(BOOK, windows="random over the whole training block" if whole_block
-                           else "the first 10,000 of the training block"),
+    return {"recipe": dict(recipe, windows="random over the whole training block" if whole_block
+                           else f"the first {recipe['num_windows']:,} of the training block"),
             "train_seconds": seconds, "final_train_perplexity": history[-1]["train_perplexity"],
             "val_perplexity": val["perplexity"], "test_perplexity": test["perplexity"],
             "test_bits_per_char": test["bits_per_char"],
-            "text_characters_seen": BOOK["num_windows"] + BOOK["num_steps"] if not whole_block else text.numel(),
+            "text_characters_seen": recipe["num_windows"] + recipe["num_steps"] if not whole_block else text.numel(),
             "history": history}
 
 
@@ -124,7 +129,10 @@ def dynamic_scores(model: torch.nn.Module) -> dict[str, Any]:
             "static_one_stream_test_perplexity": static["perplexity"]}
 
 
-def run(skip_divekit: bool = False, threads: int = 2) -> dict[str, Any]:
+def run(quick: bool = False, *, skip_divekit: bool = False, threads: int = 2) -> dict[str, Any]:
+    """Baselines, the book's two variants and divekit's recipe; quick: one short epoch of the book's, no divekit."""
+    book = QUICK_BOOK if quick else BOOK
+    skip_divekit = skip_divekit or quick
     data = load_lm_data("char")
     base = baselines(data.train, data.test, len(data.vocab))
     out: dict[str, Any] = {"baselines_test_perplexity": base,
@@ -133,8 +141,8 @@ def run(skip_divekit: bool = False, threads: int = 2) -> dict[str, Any]:
         previous = torch.get_num_threads()
         torch.set_num_threads(1)  # a 32-unit GRU loses to thread synchronisation on 2 threads
         try:
-            out["book"] = book_recipe(whole_block=False)
-            out["book_whole_block"] = book_recipe(whole_block=True)
+            out["book"] = book_recipe(whole_block=False, recipe=book)
+            out["book_whole_block"] = book_recipe(whole_block=True, recipe=book)
         finally:
             torch.set_num_threads(previous)
     if not skip_divekit:
@@ -143,12 +151,13 @@ def run(skip_divekit: bool = False, threads: int = 2) -> dict[str, Any]:
             out["book"]["test_perplexity"] / out["divekit"]["test_perplexity"])
         out["test_perplexity_ratio_book_over_divekit_dynamic"] = (
             out["book"]["test_perplexity"] / out["divekit"]["dynamic_evaluation"]["test_perplexity"])
-    return out
+    return stamp(out, quick=quick)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-divekit", action="store_true", help="run only the book's two variants")
     parser.add_argument("--threads", type=int, default=2, help="threads for divekit's recipe (default 2)")
+    parser.add_argument("--quick", action="store_true", help="one short epoch of the book's recipe, no divekit")
     args = parser.parse_args()
-    print(json.dumps(run(skip_divekit=args.skip_divekit, threads=args.threads), indent=2))
+    print(json.dumps(run(args.quick, skip_divekit=args.skip_divekit, threads=args.threads), indent=2))

@@ -25,7 +25,7 @@ bound and the ratio a lower bound. Both train on the same 55,000 images and are 
   divekit: the native 28x28 ResNet-18 with its registry recipe, augmentation and test-time flips,
   trained in full. Its validation accuracy is flip-averaged; the book's is not.
 
-    python benchmarks/cnn_recipes.py [--book-full] [--book-accuracy 0.91] [--skip-divekit-resnet]
+    python benchmarks/cnn_recipes.py [--book-full] [--book-accuracy 0.91] [--skip-divekit-resnet] [--quick]
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ from divekit.tasks import make_task
 from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo
 
+from _machine import stamp
+
 HERE = Path(__file__).resolve().parent
 BOOK_RESNET_FILE = HERE / "measured" / "cnn_book_resnet.json"
 TRAIN_IMAGES = 55_000
@@ -63,12 +65,20 @@ BOOK_RESNET = {"model": "resnet", "options": {"resolution": 96},
                          "schedule": "constant", "channels_last": False, "precision": "fp32"}}
 DIVEKIT_RESNET = {"model": "resnet", "options": {"augment": True, "test_flip": True}, "train": {}}  # registry recipe
 ACCURACY_LEVELS = (0.88, 0.90, 0.91, 0.92, 0.93)
+# Quick mode: LeNets train one epoch on this many images; the book's ResNet times one small step.
+QUICK_IMAGES = 1024
+QUICK_RESNET_BATCH, QUICK_RESNET_BATCHES = 4, 1
 
 
-def train(recipe: dict[str, Any], out: Path, seed: int = 0) -> dict[str, Any]:
-    """Train a recipe end to end with the Trainer; the pipeline's results dict."""
+def train(recipe: dict[str, Any], out: Path, seed: int = 0, limit: int | None = None) -> dict[str, Any]:
+    """Train a recipe end to end with the Trainer (on the first ``limit`` images); the pipeline's results dict."""
     return train_model(recipe["model"], options=recipe["options"], train_overrides={**recipe["train"], "seed": seed},
-                       out=out, progress=False, log=lambda *_: None)
+                       limit=limit, out=out, progress=False, log=lambda *_: None)
+
+
+def shortened(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` cut to one epoch, for quick mode."""
+    return {**recipe, "train": {**recipe["train"], "epochs": 1}}
 
 
 def time_to(history: list[dict[str, Any]], target: float) -> float | None:
@@ -96,12 +106,17 @@ def compare(book_seconds: float, book_accuracy: float, divekit_history: list[dic
     }
 
 
-def lenet_part(work: Path) -> dict[str, Any]:
-    book = train(BOOK_LENET, work / "lenet-book")
-    ours = train(DIVEKIT_LENET, work / "lenet-divekit")
+def lenet_part(work: Path, quick: bool = False) -> dict[str, Any]:
+    """Both LeNet recipes trained in full; quick: one epoch of each on ``QUICK_IMAGES`` images."""
+    if quick:
+        book_recipe, divekit_recipe, limit = shortened(BOOK_LENET), shortened(DIVEKIT_LENET), QUICK_IMAGES
+    else:
+        book_recipe, divekit_recipe, limit = BOOK_LENET, DIVEKIT_LENET, None
+    book = train(book_recipe, work / "lenet-book", limit=limit)
+    ours = train(divekit_recipe, work / "lenet-divekit", limit=limit)
     book_seconds = book["train_seconds"]
     return {
-        "book_recipe": BOOK_LENET, "divekit_recipe": DIVEKIT_LENET,
+        "book_recipe": book_recipe, "divekit_recipe": divekit_recipe, "train_images": limit or TRAIN_IMAGES,
         **compare(book_seconds, book["history"][-1]["val_accuracy"], ours["history"]),
         "book_test_accuracy": book["final_epoch"]["test_accuracy"],
         "divekit_test_accuracy": ours["test"]["test_accuracy"],
@@ -109,9 +124,11 @@ def lenet_part(work: Path) -> dict[str, Any]:
     }
 
 
-def book_resnet_seconds_per_batch(batches: int = BOOK_TIMED_BATCHES) -> float:
-    """Median seconds of one training step of the book's ResNet recipe, data transform included."""
-    config = TrainConfig(**BOOK_RESNET["train"])
+def book_resnet_seconds_per_batch(batches: int = BOOK_TIMED_BATCHES, batch_size: int | None = None,
+                                  warmup: int = 2) -> float:
+    """Median seconds of one training step of the book's ResNet recipe (or of it at ``batch_size``),
+    data transform included, after ``warmup`` untimed steps."""
+    config = TrainConfig(**{**BOOK_RESNET["train"], **({"batch_size": batch_size} if batch_size else {})})
     spec = get_model("resnet")
     task = make_task(spec.task, spec.make_config(BOOK_RESNET["options"]), config)
     torch.manual_seed(0)
@@ -119,27 +136,36 @@ def book_resnet_seconds_per_batch(batches: int = BOOK_TIMED_BATCHES) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=config.lr)
     times = []
     loader = iter(task.train_loader(DistInfo()))
-    for k in range(batches + 2):  # two warm-up steps
+    for k in range(batches + warmup):
         start = time.perf_counter()
         x, y = next(loader)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if k >= 2:
+        if k >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def resnet_part(work: Path, *, book_full: bool, book_accuracy: float | None, train_divekit: bool) -> dict[str, Any]:
-    batches_per_epoch = math.ceil(TRAIN_IMAGES / BOOK_RESNET["train"]["batch_size"])
-    per_batch = book_resnet_seconds_per_batch()
+def resnet_part(work: Path, *, book_full: bool, book_accuracy: float | None, train_divekit: bool,
+                quick: bool = False) -> dict[str, Any]:
+    """The book's ResNet time, extrapolated, against divekit's time to the book's accuracy.
+
+    Quick: ``QUICK_RESNET_BATCHES`` steps of batch ``QUICK_RESNET_BATCH`` are timed, the extrapolation
+    is to 10 epochs of such batches, and neither recipe is trained.
+    """
+    batches_timed, batch_size = (QUICK_RESNET_BATCHES, QUICK_RESNET_BATCH) if quick else (
+        BOOK_TIMED_BATCHES, BOOK_RESNET["train"]["batch_size"])
+    batches_per_epoch = math.ceil(TRAIN_IMAGES / batch_size)
+    per_batch = book_resnet_seconds_per_batch(batches_timed, batch_size, warmup=1 if quick else 2)
     extrapolated = per_batch * batches_per_epoch * BOOK_RESNET["train"]["epochs"]
     part: dict[str, Any] = {
         "book_recipe": BOOK_RESNET, "divekit_recipe": {**DIVEKIT_RESNET, "train": get_model("resnet").recipe},
-        "book_seconds_per_batch": round(per_batch, 3), "book_batches_timed": BOOK_TIMED_BATCHES,
+        "book_seconds_per_batch": round(per_batch, 3), "book_batches_timed": batches_timed,
+        "book_batch_size_timed": batch_size,
         "book_seconds_extrapolated": round(extrapolated, 1),
-        "extrapolation": f"{BOOK_TIMED_BATCHES} timed batches x {batches_per_epoch} batches x 10 epochs",
+        "extrapolation": f"{batches_timed} timed batches x {batches_per_epoch} batches x 10 epochs",
     }
     if book_full:
         book = train(BOOK_RESNET, work / "resnet-book")
@@ -151,7 +177,7 @@ def resnet_part(work: Path, *, book_full: bool, book_accuracy: float | None, tra
         book_accuracy = stored["history"][-1]["val_accuracy"]
         part["book_measured"] = {"file": str(BOOK_RESNET_FILE.relative_to(HERE.parent)),
                                  "train_seconds": round(stored["train_seconds"], 1), "date": stored["date"]}
-    if not train_divekit:
+    if not train_divekit or quick:
         return part
     ours = train(DIVEKIT_RESNET, work / "resnet-divekit")
     part["divekit_history"] = summarise(ours["history"])
@@ -170,17 +196,24 @@ def resnet_part(work: Path, *, book_full: bool, book_accuracy: float | None, tra
     return part
 
 
-def run(*, book_full: bool = False, book_accuracy: float | None = None, train_divekit_resnet: bool = True) -> dict:
-    """Both comparisons; the ResNet one as far as the stored or given book accuracy allows."""
+def run(quick: bool = False, *, book_full: bool = False, book_accuracy: float | None = None,
+        train_divekit_resnet: bool = True) -> dict:
+    """Both comparisons; the ResNet one as far as the stored or given book accuracy allows.
+
+    Quick: one epoch of each LeNet recipe on a small slice and a few small ResNet steps timed; no
+    ResNet is trained; ``book_full`` is refused, as its hour-long run would overwrite the stored one.
+    """
+    if quick and book_full:
+        raise ValueError("quick mode trains no ResNet: drop book_full")
     with tempfile.TemporaryDirectory(prefix="cnn-recipes-") as tmp:
         work = Path(tmp)
-        return {
+        return stamp({
             "threads": torch.get_num_threads(),
-            "lenet": lenet_part(work),
+            "lenet": lenet_part(work, quick),
             "resnet18": resnet_part(work, book_full=book_full, book_accuracy=book_accuracy,
-                                    train_divekit=train_divekit_resnet),
+                                    train_divekit=train_divekit_resnet, quick=quick),
             "target_ratio": 5.0,
-        }
+        }, quick=quick)
 
 
 if __name__ == "__main__":
@@ -188,6 +221,7 @@ if __name__ == "__main__":
     parser.add_argument("--book-full", action="store_true", help="train the book's ResNet recipe in full (~1 h)")
     parser.add_argument("--book-accuracy", type=float, help="the book ResNet recipe's final validation accuracy")
     parser.add_argument("--skip-divekit-resnet", action="store_true", help="time the book's ResNet only")
+    parser.add_argument("--quick", action="store_true", help="one LeNet epoch on a slice, one small ResNet step")
     args = parser.parse_args()
-    print(json.dumps(run(book_full=args.book_full, book_accuracy=args.book_accuracy,
+    print(json.dumps(run(args.quick, book_full=args.book_full, book_accuracy=args.book_accuracy,
                          train_divekit_resnet=not args.skip_divekit_resnet), indent=2))

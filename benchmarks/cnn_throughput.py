@@ -13,7 +13,7 @@ The second part trains the LeNets built from divekit's from-scratch layers (im2c
 window pooling, batch norm) against the same networks from ``torch.nn``: the ratio is scratch step
 time over built-in step time.
 
-    python benchmarks/cnn_throughput.py [--repeats N] [--models resnet,densenet]
+    python benchmarks/cnn_throughput.py [--repeats N] [--models resnet,densenet] [--quick]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from torch import nn
 from divekit.flops import TRAINING_FACTOR, count_flops, matmul_gflops
 from divekit.registry import create_model
 
+from _machine import stamp
+
 # (model, options, batch size): each model's recipe batch size.
 MODELS: list[tuple[str, dict[str, Any], int]] = [
     ("lenet", {"modern": True}, 128), ("bn-lenet", {}, 128), ("alexnet", {}, 128), ("vgg", {}, 128),
@@ -37,6 +39,9 @@ MODELS: list[tuple[str, dict[str, Any], int]] = [
 ]
 SCRATCH_PAIRS: list[tuple[str, dict[str, Any]]] = [("lenet", {"modern": True}), ("bn-lenet", {})]
 RESNET_TARGET = 0.5  # ResNet training should reach at least half of the fp32 matmul rate
+MATMUL_SIZE, MATMUL_REPEATS = 2048, 5  # the ceiling: large enough for the fastest kernels to reach their rate
+# Quick mode: one timed step on batches of 16 and one 512 x 512 product; shows that every model runs.
+QUICK_REPEATS, QUICK_BATCH, QUICK_MATMUL_SIZE = 1, 16, 512
 
 
 def _device() -> torch.device:
@@ -89,46 +94,64 @@ def model_rates(name: str, options: dict[str, Any], batch: int, repeats: int) ->
     return out
 
 
-def scratch_ratio(name: str, options: dict[str, Any], repeats: int) -> dict:
-    """Scratch-layer network against the torch.nn one, same weights, batch 128, fp32, default layout."""
+def scratch_ratio(name: str, options: dict[str, Any], repeats: int, batch: int = 128) -> dict:
+    """Scratch-layer network against the torch.nn one, same weights, fp32, default layout."""
     torch.manual_seed(0)
     reference = create_model(name, **options)
     scratch = create_model(name, **options, scratch=True)
     scratch.load_state_dict(reference.state_dict())
-    torch_s = step_seconds(reference, 128, channels_last=False, repeats=repeats)
-    scratch_s = step_seconds(scratch, 128, channels_last=False, repeats=repeats)
-    return {"options": options, "torch_step_ms": round(torch_s * 1e3, 2), "scratch_step_ms": round(scratch_s * 1e3, 2),
-            "ratio": round(scratch_s / torch_s, 2)}
+    torch_s = step_seconds(reference, batch, channels_last=False, repeats=repeats)
+    scratch_s = step_seconds(scratch, batch, channels_last=False, repeats=repeats)
+    return {"options": options, "batch": batch, "torch_step_ms": round(torch_s * 1e3, 2),
+            "scratch_step_ms": round(scratch_s * 1e3, 2), "ratio": round(scratch_s / torch_s, 2)}
 
 
-def run(repeats: int = 5, models: list[str] | None = None) -> dict:
-    """Ceilings, per-model rates in both precisions, the ResNet target, and scratch-vs-torch LeNets."""
-    ceilings = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
-    rates = {name: model_rates(name, options, batch, repeats)
+def ceilings(size: int, repeats: int) -> dict[str, float]:
+    """The matrix-product rate in GFLOP/s in each precision."""
+    return {"fp32": matmul_gflops(torch.float32, size=size, repeats=repeats),
+            "bf16": matmul_gflops(torch.bfloat16, size=size, repeats=repeats)}
+
+
+def run(quick: bool = False, *, repeats: int = 5, models: list[str] | None = None) -> dict:
+    """Ceilings, per-model rates in both precisions, the ResNet target, and scratch-vs-torch LeNets.
+
+    Quick: ``QUICK_REPEATS`` timed step on batches of ``QUICK_BATCH`` and a ``QUICK_MATMUL_SIZE``
+    ceiling, for every model; its rates and ratios mean nothing.
+    """
+    if quick:
+        repeats, matmul_size, matmul_repeats = QUICK_REPEATS, QUICK_MATMUL_SIZE, QUICK_REPEATS
+    else:
+        matmul_size, matmul_repeats = MATMUL_SIZE, MATMUL_REPEATS
+    before = ceilings(matmul_size, matmul_repeats)
+    rates = {name: model_rates(name, options, QUICK_BATCH if quick else batch, repeats)
              for name, options, batch in MODELS if models is None or name in models}
-    ceilings = {"fp32": max(ceilings["fp32"], matmul_gflops(torch.float32)),
-                "bf16": max(ceilings["bf16"], matmul_gflops(torch.bfloat16))}
+    after = ceilings(matmul_size, matmul_repeats)
+    ceiling = {precision: max(before[precision], after[precision]) for precision in before}
     for rate in rates.values():
         for precision in ("fp32", "bf16"):
-            rate[precision]["of_ceiling"] = round(rate[precision]["gflops"] / ceilings[precision], 3)
+            rate[precision]["of_ceiling"] = round(rate[precision]["gflops"] / ceiling[precision], 3)
     result: dict[str, Any] = {
         "device": str(_device()),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "matmul_gflops": {k: round(v, 1) for k, v in ceilings.items()},
+        "matmul_size": matmul_size,
+        "matmul_gflops": {k: round(v, 1) for k, v in ceiling.items()},
         "models": rates,
     }
     if "resnet" in rates:
         share = rates["resnet"]["fp32"]["of_ceiling"]
         result["resnet_target"] = {"of_fp32_ceiling": share, "target": RESNET_TARGET,
                                    "meets_target": share >= RESNET_TARGET}
-    result["scratch_vs_torch"] = {name: scratch_ratio(name, options, repeats) for name, options in SCRATCH_PAIRS}
-    return result
+    result["scratch_vs_torch"] = {name: scratch_ratio(name, options, repeats, QUICK_BATCH if quick else 128)
+                                  for name, options in SCRATCH_PAIRS}
+    return stamp(result, quick=quick)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", help="comma-separated subset of " + ",".join(m[0] for m in MODELS))
+    parser.add_argument("--quick", action="store_true", help="one small step per model: shows that all run")
     args = parser.parse_args()
-    print(json.dumps(run(args.repeats, args.models.split(",") if args.models else None), indent=2))
+    print(json.dumps(run(args.quick, repeats=args.repeats, models=args.models.split(",") if args.models else None),
+                     indent=2))

@@ -3,12 +3,13 @@
 Two layer sizes: a LeNet-sized layer (batch 128, 6 -> 16 channels, 5x5 kernel on 14x14 maps) and a
 ResNet-sized one (batch 128, 64 -> 64 channels, 3x3 kernel with padding 1 on 28x28 maps). Both
 layers share weights; each timing is the median over a few repetitions (per case) after one warm-up
-pass, in milliseconds, and ``ratio`` is scratch time over built-in time. Run ``python benchmarks/conv_speed.py``
-to print the result as JSON.
+pass, in milliseconds, and ``ratio`` is scratch time over built-in time. Run ``python benchmarks/conv_speed.py
+[--quick]`` to print the result as JSON.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -19,12 +20,15 @@ from torch import nn
 
 from divekit.nn.conv import Conv2d
 
+from _machine import stamp
+
 # name -> (batch, in_channels, out_channels, kernel, padding, height/width, timed repeats)
 CASES: dict[str, tuple[int, int, int, int, int, int, int]] = {
     "lenet_6to16_5x5_14x14": (128, 6, 16, 5, 0, 14, 10),
     # Seconds per scratch pass on two CPU cores, so few repeats keep the whole run near 20 s.
     "resnet_64to64_3x3_28x28": (128, 64, 64, 3, 1, 28, 3),
 }
+QUICK_BATCH, QUICK_REPEATS = 16, 1  # quick mode: shows both layers run; the ratio means nothing
 
 
 def _time_ms(step: Callable[[], None], repeats: int) -> float:
@@ -68,14 +72,23 @@ def _bench_case(batch: int, c_in: int, c_out: int, kernel: int, padding: int, si
     }
 
 
-def run() -> dict:
+def _quick(case: tuple[int, ...]) -> tuple[int, ...]:
+    """A case with quick mode's batch and repeats."""
+    _, c_in, c_out, kernel, padding, size, _ = case
+    return QUICK_BATCH, c_in, c_out, kernel, padding, size, QUICK_REPEATS
+
+
+def run(quick: bool = False) -> dict:
     """Time both layers on every case; returns the measurements and the environment they came from."""
-    return {
+    cases = {name: _quick(shape) if quick else shape for name, shape in CASES.items()}
+    return stamp({
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cases": {name: _bench_case(*shape) for name, shape in CASES.items()},
-    }
+        "cases": {name: {"batch": shape[0], **_bench_case(*shape)} for name, shape in cases.items()},
+    }, quick=quick)
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="batch 16, one repeat: shows that it runs")
+    print(json.dumps(run(parser.parse_args().quick), indent=2))

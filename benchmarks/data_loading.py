@@ -5,7 +5,7 @@ so this measures CPU work, not disk). The store keeps no verification cache, so 
 and hashes all four files. A second measurement adds the conversion of all 70,000 images to float32
 ``(N, 1, 28, 28)`` in ``[0, 1]``.
 
-Run ``python benchmarks/data_loading.py [--data DIR] [--repeats 5]``; it prints one JSON object.
+Run ``python benchmarks/data_loading.py [--data DIR] [--repeats 5] [--quick]``; it prints one JSON object.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import torch
 
 from divekit.data.fashion_mnist import load_fashion_mnist, to_float
 from divekit.errors import DivekitError
+
+from _machine import stamp
 
 TARGET_SECONDS = 1.0
 
@@ -48,14 +50,15 @@ def _times(fn: Callable[[], tuple[torch.Tensor, ...]], repeats: int) -> list[flo
     return seconds
 
 
-def run(repeats: int = 5) -> dict:
-    """Time ``repeats`` loads of the whole dataset; return a JSON-able summary."""
+def run(quick: bool = False, *, repeats: int = 5) -> dict:
+    """Time ``repeats`` loads of the whole dataset (quick: one); return a JSON-able summary."""
+    repeats = 1 if quick else repeats
     train_x, _, test_x, _ = _load_all()  # fails early, with the store's message, if files are missing
     n_images = train_x.shape[0] + test_x.shape[0]
     del train_x, test_x
     raw = _times(_load_all, repeats)
     floats = _times(_load_all_float, repeats)
-    return {
+    return stamp({
         "name": "fashion-mnist-load",
         "seconds_best": round(min(raw), 4),
         "seconds_median": round(statistics.median(raw), 4),
@@ -71,18 +74,19 @@ def run(repeats: int = 5) -> dict:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-    }
+    }, quick=quick)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="directory holding fashion-mnist/*.gz (sets DIVEKIT_DATA)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="one load of each kind: shows that it runs")
     args = parser.parse_args()
     if args.data:
         os.environ["DIVEKIT_DATA"] = args.data
     try:
-        result = run(args.repeats)
+        result = run(args.quick, repeats=args.repeats)
     except DivekitError as exc:
         raise SystemExit(f"error: {exc}") from None
     print(json.dumps(result, indent=2))

@@ -24,6 +24,7 @@ Two measurements, both on the fixed source-grouped split (157,130 / 5,000 / 5,00
 
     python benchmarks/mt_recipe.py                 # both parts, JSON on stdout (about 6 minutes)
     python benchmarks/mt_recipe.py --skip-book     # throughput only
+    python benchmarks/mt_recipe.py --quick         # one batch per lever, no book recipe: shows that it runs
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo
 from divekit.train.trainer import Trainer
 
+from _machine import stamp
+
 LEVERS: list[tuple[str, dict[str, Any]]] = [
     ("book", {"bucket": False, "real_only_softmax": False, "bf16": False, "tgt_vocab": 17349, "batch": 128}),
     ("+bucketing", {"bucket": True}),
@@ -53,6 +56,7 @@ LEVERS: list[tuple[str, dict[str, Any]]] = [
     ("+batch 256", {"batch": 256}),
 ]
 NUM_STEPS = 25
+QUICK_PAIRS = 1024  # quick mode's training slice: a few batches' worth
 
 
 def book_recipe(epochs: int = 30) -> dict[str, Any]:
@@ -74,10 +78,11 @@ def book_recipe(epochs: int = 30) -> dict[str, Any]:
             "test_bleu": score.score, "test_bleu_detail": str(score)}
 
 
-def _variant(settings: dict[str, Any], steps: int) -> dict[str, Any]:
-    """A task, a model, an optimizer and ``steps`` real training batches for one lever setting."""
+def _variant(settings: dict[str, Any], steps: int, limit: int | None = None) -> dict[str, Any]:
+    """A task (on ``limit`` training pairs, None: all), a model, an optimizer and ``steps`` real
+    training batches for one lever setting."""
     task = Translation(src_vocab_size=9779, tgt_vocab_size=settings["tgt_vocab"], num_steps=NUM_STEPS,
-                       batch_size=settings["batch"], bucket=settings["bucket"],
+                       batch_size=settings["batch"], bucket=settings["bucket"], limit=limit,
                        real_only_softmax=settings["real_only_softmax"])
     torch.manual_seed(0)
     model = build_seq2seq(Seq2SeqConfig(tgt_vocab_size=settings["tgt_vocab"], num_steps=NUM_STEPS)).train()
@@ -107,12 +112,16 @@ def _timed_round(v: dict[str, Any]) -> tuple[float, int]:
     return _clock() - start, tokens
 
 
-def levers(rounds: int = 5, steps: int = 6) -> dict[str, Any]:
-    """Tokens per second of each cumulative lever setting, best and median of ``rounds``."""
+def levers(rounds: int = 5, steps: int = 6, limit: int | None = None) -> dict[str, Any]:
+    """Tokens per second of each cumulative lever setting, best and median of ``rounds``.
+
+    ``limit`` draws the batches from that many training pairs (None: the whole split, as measured);
+    ``train_target_tokens`` and ``epoch_minutes`` then refer to that slice.
+    """
     settings, variants = dict(LEVERS[0][1]), {}
     for name, change in LEVERS:
         settings.update(change)
-        variants[name] = _variant(dict(settings), steps)
+        variants[name] = _variant(dict(settings), steps, limit)
     train_tokens = int(variants["book"]["task"].arrays["train"][3].sum())
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for name, v in variants.items():  # warm-up: first calls allocate and pick kernels
@@ -128,19 +137,27 @@ def levers(rounds: int = 5, steps: int = 6) -> dict[str, Any]:
                      "epoch_minutes": round(train_tokens / best / 60, 1),
                      "speedup_vs_book": round(best / max(rates["book"]), 2)}
     return {"threads": torch.get_num_threads(), "clock": "process CPU time" if torch.get_num_threads() == 1 else "wall",
-            "rounds": rounds, "steps_per_round": steps,
+            "rounds": rounds, "steps_per_round": steps, "train_pairs": limit or "all",
             "train_target_tokens": train_tokens, "variants": out}
 
 
-def run(skip_book: bool = False, rounds: int = 5, steps: int = 6, threads: int | None = 1) -> dict[str, Any]:
-    """Both parts; ``threads=1`` (the default) times the levers in CPU seconds, robust on a shared CPU."""
+def run(quick: bool = False, *, skip_book: bool = False, rounds: int = 5, steps: int = 6,
+        threads: int | None = 1) -> dict[str, Any]:
+    """Both parts; ``threads=1`` (the default) times the levers in CPU seconds, robust on a shared CPU.
+
+    Quick: no book recipe (its BLEU needs the 5,000 test pairs decoded) and one round of one batch
+    per lever, drawn from ``QUICK_PAIRS`` training pairs (encoding the whole split takes seconds per lever).
+    """
+    limit = None
+    if quick:
+        skip_book, rounds, steps, limit = True, 1, 1, QUICK_PAIRS
     if threads:
         torch.set_num_threads(threads)
     result: dict[str, Any] = {"torch": torch.__version__}
     if not skip_book:
         result["book_recipe"] = book_recipe()
-    result["levers"] = levers(rounds, steps)
-    return result
+    result["levers"] = levers(rounds, steps, limit)
+    return stamp(result, quick=quick)
 
 
 if __name__ == "__main__":
@@ -149,5 +166,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=6, help="training batches per timed round")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: timed in CPU seconds)")
+    parser.add_argument("--quick", action="store_true", help="no book recipe, one batch per lever")
     args = parser.parse_args()
-    print(json.dumps(run(args.skip_book, args.rounds, args.steps, args.threads), indent=2))
+    print(json.dumps(run(args.quick, skip_book=args.skip_book, rounds=args.rounds, steps=args.steps,
+                         threads=args.threads), indent=2))

@@ -9,11 +9,12 @@ speed, does not depend on the text.
 The CPU is shared, so each engine is timed in many short rounds (one step each), interleaved with
 the other engines so that a busy spell hurts all of them alike, and the best round counts: the
 speed of a quiet CPU. The load average before and after is reported to judge the run. ``run()``
-returns the numbers; ``python benchmarks/rnn_speed.py`` prints them as JSON.
+returns the numbers; ``python benchmarks/rnn_speed.py [--quick]`` prints them as JSON.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -24,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from divekit.nn.rnn import LSTM
+
+from _machine import stamp
 
 BATCH, STEPS, HIDDEN, VOCAB, EMBED = 32, 35, 256, 28, 256
 THREADS = 2
@@ -68,7 +71,8 @@ def _seconds_per_step(step: Callable[[], None], iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
-def _best_throughputs(embed: bool, rounds: int, iters: int, budget_s: float, seed: int) -> dict[str, float]:
+def _best_throughputs(embed: bool, rounds: int, iters: int, budget_s: float, seed: int,
+                      warmup: int = 3) -> dict[str, float]:
     """Tokens/s of every engine on one input kind: the best of up to ``rounds`` interleaved rounds."""
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, VOCAB, (BATCH, STEPS), generator=gen)
@@ -77,7 +81,7 @@ def _best_throughputs(embed: bool, rounds: int, iters: int, budget_s: float, see
     for name, factory in ENGINES.items():
         torch.manual_seed(seed)
         steps[name] = _train_step(CharModel(factory, embed), tokens, targets)
-        for _ in range(3):  # warm-up: allocator, thread pool, oneDNN primitive cache
+        for _ in range(warmup):  # allocator, thread pool, oneDNN primitive cache
             steps[name]()
     best = dict.fromkeys(steps, float("inf"))
     deadline = time.perf_counter() + budget_s
@@ -90,31 +94,39 @@ def _best_throughputs(embed: bool, rounds: int, iters: int, budget_s: float, see
 
 
 def run(
-    rounds: int = 60, iters: int = 1, budget_s: float = 40.0, seed: int = 0, threads: int = THREADS
+    quick: bool = False, *, rounds: int = 60, iters: int = 1, budget_s: float = 40.0, seed: int = 0,
+    threads: int = THREADS,
 ) -> dict:
     """Best tokens/s per input kind and engine, and each scratch engine's ratio to ``nn.LSTM``.
 
     Rounds stop once ``budget_s`` seconds are spent (half per input kind), after at least two.
+    Quick: one warm-up step and two rounds per engine.
     """
+    warmup = 3
+    if quick:
+        rounds, budget_s, warmup = 2, 0.0, 1
     torch.set_num_threads(threads)
     load_before = os.getloadavg()[0]
     throughput = {
-        inputs: _best_throughputs(inputs == "embedding", rounds, iters, budget_s / 2, seed)
+        inputs: _best_throughputs(inputs == "embedding", rounds, iters, budget_s / 2, seed, warmup)
         for inputs in ("one_hot", "embedding")
     }
     ratios = {
         inputs: {name: tps[name] / tps["torch"] for name in tps if name != "torch"}
         for inputs, tps in throughput.items()
     }
-    return {
+    return stamp({
         "setup": {"batch": BATCH, "steps": STEPS, "hidden": HIDDEN, "vocab": VOCAB, "embedding": EMBED,
                   "threads": torch.get_num_threads(), "max_rounds": rounds, "iters_per_round": iters,
+                  "warmup_steps": warmup,
                   "torch": torch.__version__},
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "tokens_per_s": throughput,
         "ratio_to_torch": ratios,
-    }
+    }, quick=quick)
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two rounds: shows that it runs")
+    print(json.dumps(run(parser.parse_args().quick), indent=2))

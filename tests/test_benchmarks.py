@@ -1,0 +1,138 @@
+"""The benchmark runner: one entry point per benchmark, quick mode end to end, failures reported."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+QUICK_TIMEOUT_S = 1200  # a few minutes on a quiet 2-core CPU; generous for a busy one
+
+
+def _load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"divekit_bench_test_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def runner() -> ModuleType:
+    """``benchmarks/run.py`` as a module."""
+    return _load(BENCHMARKS / "run.py")
+
+
+@pytest.fixture(scope="module")
+def machine(runner) -> ModuleType:
+    """``benchmarks/_machine.py``, imported by name as the benchmarks import it."""
+    runner._shared_importable()
+    import _machine
+
+    return _machine
+
+
+def test_discovery_lists_every_benchmark_file_and_no_shared_one(runner):
+    names = runner.discover()
+    on_disk = {p.stem for p in BENCHMARKS.glob("*.py")}
+    assert set(names) == {n for n in on_disk if n != "run" and not n.startswith("_")}
+    assert "_machine" in on_disk and "_machine" not in names
+    assert len(names) >= 9, names
+
+
+@pytest.mark.parametrize("name", _load(BENCHMARKS / "run.py").discover())
+def test_every_benchmark_exposes_run_with_quick_first(runner, name):
+    module = runner.load(name)
+    assert callable(getattr(module, "run", None)), f"{name} has no run()"
+    params = list(inspect.signature(module.run).parameters.values())
+    assert params and params[0].name == "quick", f"{name}.run's first parameter is not quick"
+    assert params[0].default is False, f"{name}.run(quick=...) must default to full mode"
+    others = [p for p in params[1:] if p.kind not in (p.KEYWORD_ONLY, p.VAR_KEYWORD)]
+    assert not others, f"{name}.run: options after quick must be keyword-only, not {[p.name for p in others]}"
+
+
+def test_parse_cpuinfo_takes_the_first_processor(machine):
+    text = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+            "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16\n\n"
+            "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
+    model, flags = machine.parse_cpuinfo(text)
+    assert model == "Intel(R) Xeon(R) Platinum 8480+"
+    assert {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"} <= flags
+    assert "fpu" in flags
+
+
+def test_parse_cpuinfo_reads_lscpu_output(machine):
+    model, flags = machine.parse_cpuinfo("Architecture: x86_64\nModel name:   AMD EPYC\nFlags:  fpu avx2\n")
+    assert model == "AMD EPYC" and flags == {"fpu", "avx2"}
+
+
+def test_cpu_info_names_a_model_and_every_relevant_flag(machine):
+    info = machine.cpu_info()
+    assert isinstance(info["model"], str) and info["model"]
+    assert set(info["flags"]) == set(machine.RELEVANT_FLAGS)
+    assert all(isinstance(v, bool) for v in info["flags"].values())
+
+
+def test_stamp_labels_the_mode(machine):
+    assert machine.stamp({"x": 1}, quick=True)["mode"] == "quick"
+    full = machine.stamp({"x": 1}, quick=False)
+    assert full["mode"] == "full" and full["x"] == 1 and "flags" in full["cpu"]
+
+
+def _fake(result) -> SimpleNamespace:
+    """A stand-in benchmark module whose run returns ``result`` (or raises it)."""
+    def run(quick: bool = False) -> dict:
+        if isinstance(result, BaseException):
+            raise result
+        return dict(result, mode="quick" if quick else "full") if result is not None else {"no": "mode"}
+
+    return SimpleNamespace(run=run)
+
+
+def test_a_failing_benchmark_is_reported_and_the_others_still_run(runner, monkeypatch, tmp_path, capsys):
+    modules = {"broken": _fake(RuntimeError("boom\nsecond line")), "no_mode": _fake(None), "fine": _fake({"v": 3})}
+    monkeypatch.setattr(runner, "discover", lambda: sorted(modules))
+    monkeypatch.setattr(runner, "load", modules.__getitem__)
+    out = tmp_path / "results.json"
+    assert runner.main(["--quick", "--out", str(out)]) == 1
+    written = json.loads(out.read_text())
+    assert written["failures"]["broken"] == "RuntimeError: boom"
+    assert "mode" in written["failures"]["no_mode"]
+    assert list(written["benchmarks"]) == ["fine"] and written["benchmarks"]["fine"]["v"] == 3
+    err = capsys.readouterr().err
+    assert "[broken] FAILED: RuntimeError: boom" in err and "2 failed" in err
+
+
+def test_unknown_benchmark_name_is_refused(runner, tmp_path, capsys):
+    assert runner.main(["no_such_benchmark", "--out", str(tmp_path / "r.json")]) == 2
+    assert "unknown no_such_benchmark" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow
+def test_quick_run_of_every_benchmark(runner, tmp_path):
+    """``python benchmarks/run.py --quick`` runs them all, labelled quick, with the machine recorded."""
+    out = tmp_path / "results.json"
+    start = time.perf_counter()
+    r = subprocess.run([sys.executable, str(BENCHMARKS / "run.py"), "--quick", "--out", str(out)],
+                       capture_output=True, text=True, env=dict(os.environ), timeout=QUICK_TIMEOUT_S, cwd=tmp_path,
+                       check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["mode"] == "quick" and results["failures"] == {}
+    assert set(results["benchmarks"]) == set(runner.discover())
+    for name, result in results["benchmarks"].items():
+        assert result["mode"] == "quick", name
+        assert set(result["cpu"]["flags"]) >= {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, name
+        assert 0 < result["wall_seconds"] < time.perf_counter() - start, name
+    machine = results["machine"]
+    assert machine["cpu"]["model"] and machine["torch"] and machine["cpu_count"] >= 1
