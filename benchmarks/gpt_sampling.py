@@ -11,12 +11,15 @@ runs the whole current window from an empty state for every character. Both prod
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
 
 from divekit.decode.sampling import generate
 from divekit.models.gpt import GPT, GPTConfig
+
+from _machine import stamp
 
 
 def recompute(model: GPT, prefix: list[int], length: int) -> list[int]:
@@ -36,30 +39,44 @@ def recompute(model: GPT, prefix: list[int], length: int) -> list[int]:
     return out
 
 
+def run(quick: bool = False, *, length: int = 300, threads: int = 1, checkpoint: str | None = None) -> dict:
+    """Characters per second of greedy sampling with the cache and by recomputing each window."""
+    if quick:
+        length = 40
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    if checkpoint:
+        from divekit.tasks.language_model import load_language_model
+
+        model = load_language_model(checkpoint, expect_model="gpt-lm")[0]
+    else:
+        model = GPT(GPTConfig()).eval()
+    prefix = list(range(1, 17))
+    texts, rates = {}, {}
+    try:
+        with torch.no_grad():
+            for name, sample in (("cached", lambda: generate(model, prefix, length, temperature=0.0)),
+                                 ("recompute", lambda: recompute(model, prefix, length))):
+                start = time.perf_counter()
+                texts[name] = sample()
+                rates[name] = length / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return stamp({"length": length, "threads": threads, "trained": bool(checkpoint),
+                  "characters_per_s": {k: round(v, 1) for k, v in rates.items()},
+                  "same_text": texts["cached"] == texts["recompute"]}, quick=quick)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint", default=None, help="a gpt-lm best.pt (default: untrained)")
+    parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    if args.checkpoint:
-        from divekit.tasks.language_model import load_language_model
-
-        model = load_language_model(args.checkpoint, expect_model="gpt-lm")[0]
-    else:
-        model = GPT(GPTConfig()).eval()
-    prefix = list(range(1, 17))
-    results = {}
-    with torch.no_grad():
-        for name, run in (("cached", lambda: generate(model, prefix, args.length, temperature=0.0)),
-                          ("recompute", lambda: recompute(model, prefix, args.length))):
-            start = time.perf_counter()
-            results[name] = run()
-            seconds = time.perf_counter() - start
-            print(f"{name:>9}: {args.length / seconds:8.1f} characters/s ({seconds:.2f} s)")
-    print("same text:", results["cached"] == results["recompute"])
+    print(json.dumps(run(args.quick, length=args.length, threads=args.threads, checkpoint=args.checkpoint),
+                     indent=2))
 
 
 if __name__ == "__main__":

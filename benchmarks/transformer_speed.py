@@ -30,6 +30,8 @@ from torch import Tensor, nn
 from divekit.models.transformer import TransformerConfig, build_transformer
 from divekit.nn.positional import SinusoidalPositionalEncoding
 
+from _machine import stamp
+
 PAD = 1  # divekit's <pad> index in both vocabularies
 
 
@@ -105,11 +107,12 @@ def profile_groups(model: nn.Module, data: list[tuple[Tensor, ...]], precision: 
     return {k: round(v / whole, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
-def run(quick: bool = False, steps: int = 8, threads: int = 2, precision: str = "fp32",
+def run(quick: bool = False, *, steps: int = 8, threads: int = 2, precision: str = "fp32",
         profile: bool = False) -> dict[str, Any]:
     """Median step time of both models on the same batches, tokens/s and the ratio."""
     if quick:
         steps, profile = 2, False
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     c = TransformerConfig(subwords=0)
     data = batches(c, steps + 2, batch=64 if quick else 256, s=12, t=14)
@@ -118,7 +121,7 @@ def run(quick: bool = False, steps: int = 8, threads: int = 2, precision: str = 
     ours = build_transformer(c)
     torch.manual_seed(0)
     theirs = TorchTransformer(c)
-    result: dict[str, Any] = {"mode": "quick" if quick else "full", "precision": precision, "threads": threads,
+    result: dict[str, Any] = {"precision": precision, "threads": threads,
                               "batch_target_tokens": tokens,
                               "parameters": {"divekit": sum(p.numel() for p in ours.parameters()),
                                              "torch": sum(p.numel() for p in theirs.parameters())}}
@@ -131,7 +134,8 @@ def run(quick: bool = False, steps: int = 8, threads: int = 2, precision: str = 
     if profile:
         result["divekit_time_by_group"] = profile_groups(ours, data, precision)
         result["torch_time_by_group"] = profile_groups(theirs, data, precision)
-    return result
+    torch.set_num_threads(previous)
+    return stamp(result, quick=quick)
 
 
 if __name__ == "__main__":
