@@ -14,36 +14,16 @@ decoding; ``--seed`` makes sampling repeatable. The text is printed as it is dra
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import torch
 
+from divekit.argtypes import real, whole
 from divekit.errors import DivekitError
 
 
 MAX_LENGTH = 100_000  # about a novel's chapter; a longer request is more likely a typo than a wish
-
-
-def _length(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if not 0 <= value <= MAX_LENGTH:
-        raise argparse.ArgumentTypeError(f"expected 0 to {MAX_LENGTH:,} characters, got {value:,}")
-    return value
-
-
-def _temperature(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0 (0 is greedy), got {text}")
-    return value
 
 
 def register(subparsers) -> None:
@@ -51,8 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("model", nargs="?", help="expected model name (a checkpoint of another model is refused)")
     p.add_argument("--checkpoint", type=Path, required=True, help="a timemachine checkpoint (best.pt)")
     p.add_argument("--prefix", default="time traveller", help="text to continue")
-    p.add_argument("--length", type=_length, default=200, help=f"characters to generate (at most {MAX_LENGTH:,})")
-    p.add_argument("--temperature", type=_temperature, default=0.8, help="softmax temperature; 0 is greedy")
+    p.add_argument("--length", type=whole(0, MAX_LENGTH), default=200, help=f"characters to generate (at most {MAX_LENGTH:,})")
+    p.add_argument("--temperature", type=real(0), default=0.8, help="softmax temperature; 0 is greedy")
     p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest only")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
     p.set_defaults(handler=run)
