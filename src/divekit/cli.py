@@ -205,6 +205,8 @@ def _figure(key: str, value: float) -> str:
         return f"{key} {value:.2%}"
     if key.endswith(("perplexity", "bleu")):
         return f"{key} {value:.2f}"
+    if key.endswith("per_s"):
+        return f"{key.replace('_per_s', '/s')} {value:,.0f}"
     return f"{key} {value:.4f}"
 
 
