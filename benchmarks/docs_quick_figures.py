@@ -123,7 +123,7 @@ def run(quick: bool = False, **options) -> dict:
             "wall_seconds": {n: measured[n]["wall_seconds"] for n in names},
         }
         write_json(RECORD, record)
-        return {"name": "docs-quick-figures", "recorded": str(RECORD), "experiments": list(names),
+        return {"mode": "full", "name": "docs-quick-figures", "recorded": str(RECORD), "experiments": list(names),
                 "metrics": sum(len(m["metrics"]) for m in measured.values()),
                 "total_seconds": round(time.perf_counter() - start, 1)}
 
@@ -144,6 +144,7 @@ def run(quick: bool = False, **options) -> dict:
     verdicts = [row["match"] for rows in comparisons.values() for row in rows.values()]
     differing = [f"{n}.{m}" for n, rows in comparisons.items() for m, row in rows.items() if not row["match"]]
     return {
+        "mode": "quick" if quick else "full",
         "name": "docs-quick-figures",
         "quick": quick,
         "recorded_on": {"date": record["date"], "cpu_model": record["machine"].get("cpu_model")},

@@ -32,7 +32,7 @@ def test_unknown_model_suggests_close_names():
 
 def test_unknown_experiment_and_bad_flag_values():
     assert_user_error(divekit("run", "no-such-experiment"), 2, "unknown experiment")
-    assert_user_error(divekit("train", "mlp", "--epochs", "0"), 2, "--epochs", "positive")
+    assert_user_error(divekit("train", "mlp", "--epochs", "0"), 2, "--epochs", "at least 1")
     assert_user_error(divekit("train", "mlp", "--lr", "fast"), 2, "--lr")
     assert_user_error(divekit("train", "mlp", "--option", "depth=3"), 2, "has no option 'depth'")
     assert_user_error(divekit("train", "mlp", "--option", "dropout=high"), 2, "option 'dropout' expects")
