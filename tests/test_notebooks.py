@@ -1,0 +1,55 @@
+"""The notebooks under notebooks/: one per chapter, and each runs top to bottom in a fresh kernel.
+
+Running them needs the notebooks extra (``pip install -e ".[notebooks]"``); without jupytext and
+nbclient those tests are skipped, saying so. CI installs the extra, so there they always run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
+MISSING = [m for m in ("jupytext", "nbclient", "ipykernel") if importlib.util.find_spec(m) is None]
+CELL_TIMEOUT_S = 300
+
+needs_extra = pytest.mark.skipif(
+    bool(MISSING), reason=f"{', '.join(MISSING)} not installed: pip install -e \".[notebooks]\" to run the notebooks")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_states_its_measured_time(path):
+    first_cell = path.read_text().split("# %%", 2)[1]
+    assert re.search(r"Runs top to bottom in about \d+ s", first_cell), f"{path.name}: no measured run time"
+
+
+@pytest.mark.notebooks
+@needs_extra
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
+    import jupytext
+    import nbformat
+    from nbclient import NotebookClient
+
+    # The kernel inherits this environment: it imports this checkout's divekit and keeps runs out of it.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("DIVEKIT_RUNS", str(tmp_path / "runs"))
+    nb = jupytext.read(path)
+    nb.cells.append(nbformat.v4.new_code_cell("import divekit; print(divekit.__file__)"))
+    NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # raises on a cell error
+
+    where = "".join(o.get("text", "") for o in nb.cells[-1].outputs).strip()
+    assert Path(where).resolve().is_relative_to(ROOT / "src"), f"the kernel imported divekit from {where}"
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, f"{path.name} shows no plot"
+    written = sorted(p.name for p in tmp_path.iterdir() if p.name != "runs")
+    assert not written, f"{path.name} wrote into its working directory: {written}"
+
