@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from divekit.registry import CHAPTERS
+from divekit.report.chapters import INTROS
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -22,6 +24,12 @@ CELL_TIMEOUT_S = 300
 
 needs_extra = pytest.mark.skipif(
     bool(MISSING), reason=f"{', '.join(MISSING)} not installed: pip install -e \".[notebooks]\" to run the notebooks")
+
+
+def test_every_chapter_links_a_notebook_that_exists():
+    assert NOTEBOOKS, f"no notebooks in {NOTEBOOK_DIR}"
+    linked = {INTROS[key].notebook for key in CHAPTERS}
+    assert linked == {str(p.relative_to(ROOT)) for p in NOTEBOOKS}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -53,3 +61,14 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     written = sorted(p.name for p in tmp_path.iterdir() if p.name != "runs")
     assert not written, f"{path.name} wrote into its working directory: {written}"
 
+
+def test_report_chapters_link_their_notebooks(tmp_path):
+    from report_fixtures import FIXTURE_RECORDS, write_fixture_results
+
+    from divekit.report import collect_results
+    from divekit.report.html import render_report
+
+    write_fixture_results(tmp_path)
+    page = render_report(collect_results(tmp_path), records=FIXTURE_RECORDS)
+    assert f"Notebook: <code>{INTROS['cnn'].notebook}</code>" in page
+    assert INTROS["attention"].notebook not in page  # only chapters with results are shown
