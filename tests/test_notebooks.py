@@ -6,7 +6,7 @@ nbclient those tests are skipped, saying so. CI installs the extra, so there the
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import re
 from pathlib import Path
@@ -19,7 +19,19 @@ from divekit.report.chapters import INTROS
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
-MISSING = [m for m in ("jupytext", "nbclient", "ipykernel") if importlib.util.find_spec(m) is None]
+
+
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+MISSING = _missing(("jupytext", "nbclient", "nbformat", "ipykernel"))
 CELL_TIMEOUT_S = 300
 
 needs_extra = pytest.mark.skipif(
