@@ -22,7 +22,7 @@
 # the old state with a candidate,
 #
 # $$r_t = \sigma(W_{r} x_t + U_{r} h_{t-1} + b_r), \quad z_t = \sigma(W_{z} x_t + U_{z} h_{t-1} + b_z),$$
-# $$\tilde h_t = \tanh\big(W_{h} x_t + r_t \odot (U_{h} h_{t-1} + b_{hh})\big), \qquad
+# $$\tilde h_t = \tanh\big(W_{h} x_t + b_{ih} + r_t \odot (U_{h} h_{t-1} + b_{hh})\big), \qquad
 #   h_t = z_t \odot h_{t-1} + (1 - z_t) \odot \tilde h_t .$$
 #
 # A language model predicts the next character from the state; it is scored by the perplexity of

@@ -58,19 +58,21 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    # The kernel inherits this environment: it imports this checkout's divekit and keeps runs out of it.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("DIVEKIT_RUNS", str(tmp_path / "runs"))
+    # The kernel inherits this environment (conftest points runs and caches into tmp_path): it imports
+    # this checkout's divekit, and runs in a directory of its own, which the notebook must leave empty.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p))
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
     nb = jupytext.read(path)
     nb.cells.append(nbformat.v4.new_code_cell("import divekit; print(divekit.__file__)"))
     NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # raises on a cell error
+                   resources={"metadata": {"path": str(workdir)}}).execute()  # raises on a cell error
 
     where = "".join(o.get("text", "") for o in nb.cells[-1].outputs).strip()
     assert Path(where).resolve().is_relative_to(ROOT / "src"), f"the kernel imported divekit from {where}"
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, f"{path.name} shows no plot"
-    written = sorted(p.name for p in tmp_path.iterdir() if p.name != "runs")
+    written = sorted(p.name for p in workdir.iterdir())
     assert not written, f"{path.name} wrote into its working directory: {written}"
 
 
