@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 1 Foundations: from pixels to class probabilities
 #
-# *Runs top to bottom in about 78 s on a 2-core CPU, measured while other jobs kept both cores busy (load average 6); expect less on a quiet machine.*
+# *Runs top to bottom in about 17 s on a 2-core CPU (measured with jupytext and nbclient while the machine was otherwise quiet, load average about 1).*
 #
 # A classifier turns a 28 x 28 Fashion-MNIST image $x$ into one score $o_k$ per class. The softmax
 # turns those scores into probabilities, and training lowers the cross-entropy of the true class $y$,
@@ -85,11 +85,14 @@ print("output shape", tuple(model(images).shape), " max |model - by hand| =",
 # `divekit.train` runs the same pipeline as `divekit train`: it trains on the training split, keeps the
 # epoch with the best validation accuracy and scores that model once on the test split. `limit=3000`
 # trains on a slice of 3,000 images, so this takes seconds rather than minutes.
+#
+# `threads=1` keeps training on one CPU thread: for models this small a second thread saves little,
+# and on a busy machine it can slow every step down many times over.
 
 # %%
 runs = {}
 for name in ("softmax-regression", "mlp"):
-    runs[name] = divekit.train(name, epochs=3, limit=3000, out=WORK / name)
+    runs[name] = divekit.train(name, epochs=3, limit=3000, threads=1, out=WORK / name)
     print(f"{name}: test accuracy {runs[name].test['test_accuracy']:.1%}")
 
 # %%

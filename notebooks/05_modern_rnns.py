@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 5 Modern recurrent networks: gated cells and character language models
 #
-# *Runs top to bottom in about 27 s on a 2-core CPU, measured while other jobs used about one core (load average 1.9).*
+# *Runs top to bottom in about 26 s on a 2-core CPU (measured with jupytext and nbclient while the machine was otherwise quiet, load average about 1).*
 #
 # A recurrent network reads a sequence one step at a time and carries a hidden state $h_t$ forward.
 # A plain RNN overwrites that state at every step, so gradients through many steps vanish or explode.
@@ -75,9 +75,13 @@ for scratch_cls, torch_cls in ((divekit.nn.GRU, nn.GRU), (divekit.nn.LSTM, nn.LS
 # A small GRU (128 hidden units) on the first 60,000 characters of the book, a few epochs of truncated
 # backpropagation through time. `impl="torch"` runs torch's fused GRU kernel; `impl="scratch"` (the
 # default) trains the same model through `divekit.nn.GRU`, more slowly.
+#
+# `threads=1` keeps training on one CPU thread: for models this small a second thread saves little,
+# and on a busy machine it can slow every step down many times over.
 
 # %%
-run = divekit.train("gru-lm", options={"hidden": 128, "impl": "torch"}, epochs=8, limit=60_000, out=WORK / "gru-lm")
+run = divekit.train("gru-lm", options={"hidden": 128, "impl": "torch"}, epochs=8, limit=60_000, threads=1,
+                    out=WORK / "gru-lm")
 print(f"test perplexity {run.test['test_perplexity']:.2f} (uniform guessing: 28)")
 
 # %%

@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 6 Machine translation: encoder, decoder, beam search, BLEU
 #
-# *Runs top to bottom in about 340 s on a 2-core CPU, measured while other training jobs took most of both cores; the training cells alone need a fraction of that on a quiet machine.*
+# *Runs top to bottom in about 114 s on a 2-core CPU (measured with jupytext and nbclient while the machine was otherwise quiet, load average about 1); the translation experiment at the end takes 84 s of it.*
 #
 # An encoder GRU reads the English sentence $x$ into states; a decoder GRU, started from the encoder's
 # final state, writes the French sentence one token at a time, each step conditioned on the tokens
@@ -99,14 +99,17 @@ print("max |masked loss - torch ignore_index| =",
 # ## Train a small encoder-decoder on English-French pairs
 #
 # A one-layer GRU encoder-decoder with 64 hidden units and 2,000-word vocabularies, on 10,000 of the
-# Tatoeba pairs for four epochs. Its validation BLEU (greedy decoding) is printed after each epoch; it is
+# Tatoeba pairs for three epochs. Its validation BLEU (greedy decoding) is printed after each epoch; it is
 # far too small and too briefly trained to translate well, but the loss falls and the outputs start to
 # take French shape.
+#
+# `threads=1` keeps training on one CPU thread: for models this small a second thread saves little,
+# and on a busy machine it can slow every step down many times over.
 
 # %%
 options = {"embed_size": 64, "hidden_size": 64, "num_layers": 1, "src_vocab_size": 2000,
            "tgt_vocab_size": 2000, "num_steps": 16}
-run = divekit.train("seq2seq", options=options, epochs=4, limit=10_000, batch_size=128, lr=0.008,
+run = divekit.train("seq2seq", options=options, epochs=3, limit=10_000, threads=1, batch_size=128, lr=0.008,
                     schedule="constant", warmup_steps=0, out=WORK / "seq2seq")
 
 # %%

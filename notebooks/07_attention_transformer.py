@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 7 Attention and the Transformer
 #
-# *Runs top to bottom in about 171 s on a 2-core CPU, measured while other jobs used one to two cores (load average 3.6); the experiment takes most of it.*
+# *Runs top to bottom in about 25 s on a 2-core CPU (measured with jupytext and nbclient while the machine was otherwise quiet, load average about 1).*
 #
 # Attention lets every output position read every input position. A query $q$ is compared with each
 # key $k_j$; the softmax of the scores weights the values $v_j$. Scaled by $\sqrt d$ so that the scores
@@ -110,11 +110,14 @@ print(f"earlier positions after changing the last token: GPT moves by {gpt_diff:
 #
 # Two pre-norm blocks of width 64, a 64-character window, on the first 30,000 characters for three
 # epochs: a character-level GPT, scored by perplexity like the recurrent models of chapter 5.
+#
+# `threads=1` keeps training on one CPU thread: for models this small a second thread saves little,
+# and on a busy machine it can slow every step down many times over.
 
 # %%
 options = {"d_model": 64, "num_heads": 4, "layers": 2, "ffn_hidden": 256, "max_len": 64, "num_steps": 64,
            "context_keep": 32, "dropout": 0.0}
-run = divekit.train("gpt-lm", options=options, epochs=3, limit=30_000, batch_size=16, lr=0.003,
+run = divekit.train("gpt-lm", options=options, epochs=3, limit=30_000, threads=1, batch_size=16, lr=0.003,
                     warmup_steps=20, precision="fp32", out=WORK / "gpt-lm")
 
 # %%

@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 8 Convolutional networks
 #
-# *Runs top to bottom in about 31 s on a 2-core CPU, measured while other jobs used about one core (load average 2.8).*
+# *Runs top to bottom in about 11 s on a 2-core CPU (measured with jupytext and nbclient while the machine was otherwise quiet, load average about 1).*
 #
 # A convolutional layer slides one small kernel $K$ over the image and takes a weighted sum of each
 # window (a cross-correlation, as deep-learning libraries compute it):
@@ -82,9 +82,12 @@ print("output size for H=28, k=5, p=2, s=1:", conv_output_shape(28, 28, 5, paddi
 #
 # The modern LeNet (ReLU, max pooling, batch norm) on 4,000 training images for three epochs.
 # `scratch=True` would build the same network from `divekit.nn`'s layers instead of `torch.nn`'s.
+#
+# `threads=1` keeps training on one CPU thread: for models this small a second thread saves little,
+# and on a busy machine it can slow every step down many times over.
 
 # %%
-run = divekit.train("lenet", options={"modern": True}, epochs=3, limit=4000, lr=0.1, momentum=0.9,
+run = divekit.train("lenet", options={"modern": True}, epochs=3, limit=4000, threads=1, lr=0.1, momentum=0.9,
                     out=WORK / "lenet")
 print(f"test accuracy {run.test['test_accuracy']:.1%}")
 
