@@ -1,14 +1,20 @@
-"""Plots written as PNG files (matplotlib's Agg backend: no display needed)."""
+"""Plots written as PNG files (matplotlib's Agg backend: no display needed).
+
+Inside a Jupyter kernel the backend is left alone, so the notebooks' figures show inline; anywhere
+else Agg is chosen before pyplot is imported, so no command ever opens a window.
+"""
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch

@@ -15,14 +15,12 @@ from __future__ import annotations
 import math
 import time
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+import divekit.plots  # noqa: F401  (chooses matplotlib's backend: files, or inline in Jupyter)
 from divekit import seeding
 from divekit.data.timemachine import load_lm_data  # noqa: E402
 from divekit.models.bilstm_tagger import BiRNNTagger, DeepBiLM, FeatureTagger  # noqa: E402

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 import torch  # noqa: E402
 
 from divekit.experiments.base import ExperimentContext  # noqa: E402

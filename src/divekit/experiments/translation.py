@@ -19,6 +19,7 @@ import time
 
 from divekit import seeding
 from divekit.cpu import single_thread
+from divekit.errors import DivekitError
 from divekit.experiments.base import ExperimentContext
 from divekit.metrics.bleu import corpus_bleu
 from divekit.plots import bars_plot, line_plot  # also selects matplotlib's file-only backend
@@ -42,7 +43,7 @@ QUICK_OPTIONS = {"src_vocab_size": 3000, "tgt_vocab_size": 3000, "embed_size": 1
 QUICK_TRAIN = {"epochs": 2, "batch_size": 128, "lr": 0.008, "optimizer": "adam", "grad_clip": 1.0,
                "precision": "bf16"}
 QUICK_PAIRS = {"train": 40_000, "val": 1000, "test": 1000}  # val and test drawn at random: the splits are length-sorted
-QUICK_NOTE = ("Quick mode: one 256-unit GRU layer, 3,000-word vocabularies, 2 epochs on 40,000 pairs, scored on "
+QUICK_NOTE = ("Quick mode: one 256-unit GRU layer, 3,000-word vocabularies, 2 epochs on {pairs:,} pairs, scored on "
               "1,000 random test pairs. ")
 
 WIDTHS = (1, 2, 4, 8)
@@ -97,6 +98,17 @@ def sample(pairs: list, n: int, seed: int) -> list:
     return [pairs[i] for i in sorted(rng.sample(range(len(pairs)), min(n, len(pairs))))]
 
 
+def _quick_train_pairs(ctx: ExperimentContext) -> int:
+    text = ctx.options.get("train_pairs", str(QUICK_PAIRS["train"]))
+    try:
+        pairs = int(text)
+    except ValueError:
+        raise DivekitError(f"train_pairs must be a whole number, got '{text}'") from None
+    if pairs < 100:
+        raise DivekitError(f"train_pairs must be at least 100, got {pairs}")
+    return pairs
+
+
 def _train(name: str, config, train_config: TrainConfig, splits: tuple, limit: int | None,
            ctx: ExperimentContext) -> tuple[list[dict], float]:
     """The Trainer on the fra-eng task with the given splits; ``best.pt`` lands in ``ctx.path("model")``."""
@@ -116,6 +128,7 @@ def _train(name: str, config, train_config: TrainConfig, splits: tuple, limit: i
     chapter="mt",
     title="English to French: seq2seq, greedy and beam search, BLEU",
     description="GRU encoder-decoder on 157k Tatoeba pairs; BLEU by decoding method, beam width and sentence length",
+    options={"train_pairs": "training pairs in quick mode (default 40,000; fewer run faster and score lower)"},
 )
 def run(ctx: ExperimentContext) -> dict:
     spec = get_model("seq2seq")
@@ -125,7 +138,7 @@ def run(ctx: ExperimentContext) -> dict:
     train, val, test = real_splits()
     if ctx.quick:
         val, test = sample(val, QUICK_PAIRS["val"], ctx.seed), sample(test, QUICK_PAIRS["test"], ctx.seed)
-    limit = ctx.pick(QUICK_PAIRS["train"], None)
+    limit = ctx.pick(_quick_train_pairs(ctx), None)
     with single_thread() if ctx.quick else contextlib.nullcontext():
         h, seconds = _train(spec.name, config, train_config, (train, val, test), limit, ctx)
         translator, _ = load_translator(ctx.path("model") / "best.pt")
@@ -148,7 +161,7 @@ def run(ctx: ExperimentContext) -> dict:
     parameters = sum(p.numel() for p in translator.model.parameters())
     return {
         "summary": (
-            f"{QUICK_NOTE if ctx.quick else ''}"
+            f"{QUICK_NOTE.format(pairs=limit) if ctx.quick else ''}"
             f"The seq2seq ({parameters:,} parameters) trained {len(h)} epochs in {seconds:.0f} s on "
             f"{limit or len(train):,} pairs; the epoch with the best validation BLEU ({selected}) is scored on "
             f"{len(test):,} test pairs. Greedy search: {greedy:.2f} BLEU; the best beam setting, {best[0]}: "
