@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import stamp
+
 HERE = Path(__file__).resolve().parent
 RECORD = HERE / "measured" / "docs_quick_figures.json"
 
@@ -123,9 +125,9 @@ def run(quick: bool = False, **options) -> dict:
             "wall_seconds": {n: measured[n]["wall_seconds"] for n in names},
         }
         write_json(RECORD, record)
-        return {"mode": "full", "name": "docs-quick-figures", "recorded": str(RECORD), "experiments": list(names),
+        return stamp({"name": "docs-quick-figures", "recorded": str(RECORD), "experiments": list(names),
                 "metrics": sum(len(m["metrics"]) for m in measured.values()),
-                "total_seconds": round(time.perf_counter() - start, 1)}
+                "total_seconds": round(time.perf_counter() - start, 1)}, quick=quick)
 
     record = json.loads(RECORD.read_text())
     comparisons: dict[str, dict] = {}
@@ -143,8 +145,7 @@ def run(quick: bool = False, **options) -> dict:
         comparisons[name] = rows
     verdicts = [row["match"] for rows in comparisons.values() for row in rows.values()]
     differing = [f"{n}.{m}" for n, rows in comparisons.items() for m, row in rows.items() if not row["match"]]
-    return {
-        "mode": "quick" if quick else "full",
+    return stamp({
         "name": "docs-quick-figures",
         "quick": quick,
         "recorded_on": {"date": record["date"], "cpu_model": record["machine"].get("cpu_model")},
@@ -159,7 +160,7 @@ def run(quick: bool = False, **options) -> dict:
         "wall_seconds": {n: measured[n]["wall_seconds"] for n in names},
         "comparisons": comparisons,
         "total_seconds": round(time.perf_counter() - start, 1),
-    }
+    }, quick=quick)
 
 
 def _summary(result: dict) -> str:
