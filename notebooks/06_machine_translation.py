@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 6 Machine translation: encoder, decoder, beam search, BLEU
 #
-# *Runs top to bottom in about 91 s on a 2-core CPU (measured with jupytext and nbclient while a test run used the other core); the translation experiment at the end trains on 20,000 pairs to keep it there.*
+# *Runs top to bottom in about 85 s on a 2-core CPU (measured with jupytext and nbclient on a quiet machine, 2026-12-01); the translation experiment at the end trains on 20,000 pairs to keep it there.*
 #
 # An encoder GRU reads the English sentence $x$ into states; a decoder GRU, started from the encoder's
 # final state, writes the French sentence one token at a time, each step conditioned on the tokens
