@@ -21,9 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,42 +37,9 @@ from divekit.train.checkpoint import load_model_state, save_checkpoint
 from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo, all_reduce_sum, barrier
 from divekit.train.rundir import RunDir
+from divekit.train.stop import Abort, StopRequest
 from divekit.train.schedule import lr_at
 from divekit.train.task import Task, batches_from, to_device
-
-
-class _StopRequest:
-    """Ctrl-C as a request to stop at the next step boundary; a second Ctrl-C stops at once.
-
-    While active, SIGINT only sets :attr:`requested`. The loop checks it between steps, so the
-    weights, the optimizer, the step counters and the random state it saves all belong to the same
-    step. Only the main thread may install signal handlers; elsewhere this does nothing.
-    """
-
-    def __init__(self, log) -> None:
-        self.requested = False
-        self._log = log
-        self._previous = None
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise _Abort  # the second Ctrl-C: the user does not want to wait
-        self.requested = True
-        self._log("stopping after this step to save a checkpoint (Ctrl-C again to stop at once)")
-
-    def __enter__(self) -> "_StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
-class _Abort(BaseException):
-    """A second Ctrl-C: leave without saving (the state may be between two halves of a step)."""
 
 
 class TrainingInterrupted(DivekitError):
@@ -246,7 +211,7 @@ class Trainer:
         loader = self.task.train_loader(self.dist)
         total_steps = self.config.epochs * len(loader)
         start = time.perf_counter()
-        with _StopRequest(self.log) as stop:
+        with StopRequest(self.log) as stop:
             try:
                 while self.epoch < self.config.epochs:
                     if not self._train_epoch(loader, total_steps, stop):
@@ -258,7 +223,7 @@ class Trainer:
                     if self._patience_exhausted():
                         self.log(f"early stop: no {self.task.monitor} improvement in {self.config.patience} epochs")
                         break
-            except _Abort:
+            except Abort:
                 kept = f"; the last checkpoint is {self.checkpoint_path}" if self.checkpoint_path else ""
                 raise TrainingInterrupted(f"stopped at once at epoch {self.epoch + 1}{kept}") from None
         best = next((h for h in self.history if h.get(self.task.monitor) == self.best_value), None)
@@ -270,7 +235,7 @@ class Trainer:
             best=best,
         )
 
-    def _stop_requested(self, stop: _StopRequest) -> bool:
+    def _stop_requested(self, stop: StopRequest) -> bool:
         """Whether any rank was asked to stop (all ranks must agree to stop at the same step)."""
         if not self.dist.enabled:
             return stop.requested
@@ -283,7 +248,7 @@ class Trainer:
         where = f"; checkpoint saved to {self.checkpoint_path}, continue with --resume" if self.checkpoint_path else ""
         raise TrainingInterrupted(f"interrupted at epoch {self.epoch + 1}, step {self.step_in_epoch}{where}")
 
-    def _train_epoch(self, loader, total_steps: int, stop: _StopRequest) -> bool:
+    def _train_epoch(self, loader, total_steps: int, stop: StopRequest) -> bool:
         """One epoch from the current step; False when stopped early by Ctrl-C (at a step boundary)."""
         loader.set_epoch(self.epoch)
         if self.step_in_epoch == 0:
