@@ -137,17 +137,7 @@ for beam in (1, 4):
 # the tour's quick mode uses 40,000 and the full run all of them.
 
 # %%
-def show_result(result: dict, out: Path) -> None:
-    """An experiment's summary, its tables as plain HTML and its first figure."""
-    def cell(v) -> str:
-        return escape(f"{v:.4g}" if isinstance(v, float) else str(v))
-    print(result["summary"], f"\n(ran in {result['wall_seconds']:.0f} s)")
-    for table in result.get("tables", []):
-        head = "".join(f"<th>{cell(c)}</th>" for c in table["columns"])
-        body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in table["rows"])
-        display(HTML(f"<h4>{cell(table.get('title', ''))}</h4><table><tr>{head}</tr>{body}</table>"))
-    if result.get("figures"):
-        display(Image(filename=str(out / result["figures"][0]["file"])))
+from divekit.report.notebook import show_result  # summary, tables and first figure
 
 
 
