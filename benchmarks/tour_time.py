@@ -3,7 +3,11 @@
 ``divekit tour`` is the main job and must stay under 10 minutes on a 2-core CPU as chapters are added;
 this benchmark runs it into a temporary directory and reports each experiment's wall time.
 
-Run ``python benchmarks/tour_time.py [--quick]``; it prints one JSON object.
+Beside the times it checks the figures each quick section must reach for its models to have
+learned (``TARGETS``), read from the experiments' results; ``--results DIR`` checks a tour that
+already ran (``divekit tour --out DIR``) instead of running one.
+
+Run ``python benchmarks/tour_time.py [--quick | --results DIR]``; it prints one JSON object.
 """
 
 from __future__ import annotations
@@ -21,6 +25,55 @@ BUDGET_SECONDS = 600.0
 QUICK_EXPERIMENTS = ("polynomial-fit", "initialization")
 
 
+def _recurrent_perplexities(r: dict) -> dict[str, float]:
+    return {k: v for k, v in r["metrics"].items() if k.endswith("_test_perplexity") and "-lm_" in k}
+
+
+# (experiment, what must hold, the measured value, whether it holds): one line per target. A check
+# that needs more than the value also receives the experiment's result.
+TARGETS = [
+    ("fashion-mnist-baselines", "best model >= 91% test",
+     lambda r: r["metrics"]["best_test_accuracy"], lambda v: v >= 0.91),
+    ("cnn-compare", "every CNN >= 87% test",
+     lambda r: min(v for k, v in r["metrics"].items() if k.startswith("test_accuracy_")), lambda v: v >= 0.87),
+    ("cnn-compare", "the validation-selected CNN >= 91% test",
+     lambda r: r["metrics"]["best_test_accuracy"], lambda v: v >= 0.91),
+    ("char-lm", "best recurrent model <= 4.1 test perplexity",
+     lambda r: min(_recurrent_perplexities(r).values()), lambda v: v <= 4.1),
+    ("char-lm", "worst recurrent model below the trigram's test perplexity",
+     lambda r: max(_recurrent_perplexities(r).values()),
+     lambda v, r: v < r["metrics"]["trigram_test_perplexity"]),
+    ("attention", "Transformer >= 20 BLEU on the 5,000 test pairs (greedy)",
+     lambda r: r["metrics"]["transformer_bleu_greedy"], lambda v: v >= 20),
+    ("attention", "Bahdanau seq2seq translates (>= 10 test BLEU, greedy)",
+     lambda r: r["metrics"]["seq2seq_attention_bleu_greedy"], lambda v: v >= 10),
+    ("translation", "seq2seq translates (>= 10 test BLEU, greedy)",
+     lambda r: r["metrics"]["test_bleu_greedy"], lambda v: v >= 10),
+]
+
+
+def check_targets(results: dict[str, dict]) -> list[dict]:
+    """Each target of ``TARGETS`` whose experiment is in ``results`` (name -> results.json)."""
+    rows = []
+    for name, target, measure, holds in TARGETS:
+        if name in results:
+            value = measure(results[name])
+            verdict = holds(value, results[name]) if holds.__code__.co_argcount == 2 else holds(value)
+            rows.append({"experiment": name, "target": target, "measured": round(value, 4), "holds": verdict})
+    return rows
+
+
+def check_directory(directory: Path) -> dict:
+    """Targets and recorded times of a tour that ran into ``directory``."""
+    results = {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(directory).glob("*/results.json"))}
+    if not results:
+        raise SystemExit(f"tour_time: no */results.json under {directory}")
+    seconds = {name: round(r["wall_seconds"], 1) for name, r in results.items()}
+    return {"name": "tour-quick", "directory": str(directory),
+            "experiments_seconds_sum": round(sum(seconds.values()), 1), "experiments": seconds,
+            "targets": check_targets(results)}
+
+
 def run(quick: bool = False) -> dict:
     """Every experiment of the tour in quick mode, timed; quick: only ``QUICK_EXPERIMENTS``.
 
@@ -36,12 +89,12 @@ def run(quick: bool = False) -> dict:
         if missing:
             raise LookupError(f"quick-mode experiments not in the tour: {', '.join(missing)}")
         names = [name for name in names if name in QUICK_EXPERIMENTS]
-    per_experiment = {}
+    per_experiment, results = {}, {}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            result = run_experiment(name, Path(tmp) / name, quick=True, progress=False)
-            per_experiment[name] = round(result["wall_seconds"], 2)
+            results[name] = run_experiment(name, Path(tmp) / name, quick=True, progress=False)
+            per_experiment[name] = round(results[name]["wall_seconds"], 2)
     total = time.perf_counter() - start
     return stamp({
         "name": "tour-quick",
@@ -49,10 +102,13 @@ def run(quick: bool = False) -> dict:
         "budget_seconds": BUDGET_SECONDS,
         "meets_budget": None if quick else total < BUDGET_SECONDS,
         "experiments": per_experiment,
+        "targets": check_targets(results),
     }, quick=quick)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"only {' and '.join(QUICK_EXPERIMENTS)}")
-    print(json.dumps(run(parser.parse_args().quick), indent=2))
+    parser.add_argument("--results", type=Path, help="check the targets of a tour that ran into this directory")
+    args = parser.parse_args()
+    print(json.dumps(check_directory(args.results) if args.results else run(args.quick), indent=2))

@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 5 Modern recurrent networks: gated cells and character language models
 #
-# *Runs top to bottom in about 26 s on a 2-core CPU (measured with jupytext and nbclient while the machine was otherwise quiet, load average about 1).*
+# *Runs top to bottom in about 35 s on a 2-core CPU (measured with jupytext and nbclient while the machine was otherwise quiet, load average about 1).*
 #
 # A recurrent network reads a sequence one step at a time and carries a hidden state $h_t$ forward.
 # A plain RNN overwrites that state at every step, so gradients through many steps vanish or explode.
@@ -105,14 +105,15 @@ print(divekit.sample(run.run_dir / "best.pt", "time traveller", 120, temperature
 # ## The chapter's experiment, in quick mode
 #
 # `char-lm` trains the RNN, GRU and LSTM models on the same text and compares their perplexity with
-# n-gram baselines.
+# n-gram baselines. One epoch each keeps the cell short; the tour's quick mode trains two to eight
+# (its best LSTM reaches 3.9 test perplexity in about a minute for all five models).
 
 # %%
 from divekit.report.notebook import show_result  # summary, tables and first figure
 
 
 
-result = divekit.run_experiment("char-lm", out=WORK / "char-lm")
+result = divekit.run_experiment("char-lm", out=WORK / "char-lm", epochs="1")
 show_result(result, WORK / "char-lm")
 
 # %% [markdown]

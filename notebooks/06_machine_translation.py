@@ -134,7 +134,7 @@ for beam in (1, 4):
 #
 # `translation` trains a bigger encoder-decoder (256 units) and scores greedy and beam search with
 # corpus BLEU on held-out pairs. Here it trains on 20,000 pairs to stay within a minute and a half;
-# the tour's quick mode uses 40,000 and the full run all of them.
+# the tour's quick mode uses 25,000 and the full run all of them.
 
 # %%
 from divekit.report.notebook import show_result  # summary, tables and first figure

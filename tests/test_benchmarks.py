@@ -136,3 +136,33 @@ def test_quick_run_of_every_benchmark(runner, tmp_path):
         assert 0 < result["wall_seconds"] < time.perf_counter() - start, name
     machine = results["machine"]
     assert machine["cpu"]["model"] and machine["torch"] and machine["cpu_count"] >= 1
+
+
+def _tour_result(**metrics) -> dict:
+    return {"metrics": metrics, "wall_seconds": 1.0}
+
+
+def test_tour_targets_are_read_from_the_experiments_results(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))  # tour_time imports the shared _machine by name
+    try:
+        tour_time = _load(BENCHMARKS / "tour_time.py")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    results = {
+        "fashion-mnist-baselines": _tour_result(best_test_accuracy=0.9115),
+        "cnn-compare": _tour_result(best_test_accuracy=0.905, test_accuracy_alexnet=0.877, test_accuracy_resnet=0.905),
+        "char-lm": _tour_result(**{"rnn-lm_scratch_test_perplexity": 6.6, "lstm-lm_torch_test_perplexity": 3.9,
+                                   "trigram_test_perplexity": 6.57, "unigram_test_perplexity": 16.7}),
+    }
+    verdicts = {(t["experiment"], t["target"]): (t["measured"], t["holds"]) for t in tour_time.check_targets(results)}
+    assert verdicts[("fashion-mnist-baselines", "best model >= 91% test")] == (0.9115, True)
+    assert verdicts[("cnn-compare", "every CNN >= 87% test")] == (0.877, True)
+    assert verdicts[("cnn-compare", "the validation-selected CNN >= 91% test")] == (0.905, False)
+    assert verdicts[("char-lm", "best recurrent model <= 4.1 test perplexity")] == (3.9, True)
+    # The RNN at 6.6 is above the trigram's 6.57; the unigram baseline is not a recurrent model.
+    assert verdicts[("char-lm", "worst recurrent model below the trigram's test perplexity")] == (6.6, False)
+    assert not any(name == "attention" for name, _ in verdicts)  # no result, no verdict
+    for name, r in results.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(r))
+    assert tour_time.check_directory(tmp_path)["targets"] == tour_time.check_targets(results)

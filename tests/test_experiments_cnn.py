@@ -7,7 +7,7 @@ import torch
 
 from conftest import needs_fashion_mnist
 from divekit.experiments.base import ExperimentContext
-from divekit.experiments.cnn_compare import FULL, QUICK_MODELS, Entry, _precision_pair, compare
+from divekit.experiments.cnn_compare import FULL, QUICK, Entry, _precision_pair, compare
 from divekit.experiments.conv_basics import EDGE_KERNEL, learn_kernel, run, shape_rows, stripe_image
 from divekit.flops import count_flops
 from divekit.nn.conv import Conv2d, corr2d
@@ -17,7 +17,7 @@ from divekit.registry import create_model, get_experiment
 def test_registered_in_the_cnn_chapter():
     assert get_experiment("conv-basics").chapter == "cnn"
     assert get_experiment("cnn-compare").chapter == "cnn"
-    assert set(QUICK_MODELS) <= {e.label for e in FULL}
+    assert set(QUICK) <= {e.label for e in FULL}
     assert len({e.slug for e in FULL}) == len(FULL)  # every run gets its own directory
 
 

@@ -77,3 +77,25 @@ def test_ticks_at_data_values_read_as_numbers(monkeypatch):
     assert [formatter(t, k) for k, t in enumerate(ax.get_xticks())] == ["1.71", "19.2", "43.4"]
     ax, _ = _lines(monkeypatch, {"a": ([250, 1000, 2000], [0.8, 0.5, 0.4])}, logx=True)
     assert ax.xaxis.get_major_formatter()(1000, 0) == "1,000"
+
+
+def test_scatter_labels_each_point_beside_it_in_its_own_colour(monkeypatch, tmp_path):
+    captured = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: captured.setdefault("fig", fig) and path)
+    plots.scatter_plot(tmp_path / "s.png", {"BN-LeNet": (13.5, 0.885), "ResNet-18": (64.7, 0.910)},
+                       xlabel="training seconds", ylabel="test accuracy", logx=True)
+    ax = captured["fig"].axes[0]
+    points = ax.get_lines()
+    assert [tuple(p.get_xydata()[0]) for p in points] == [(13.5, 0.885), (64.7, 0.910)]
+    assert points[0].get_color() != points[1].get_color()
+    assert [t.get_text() for t in ax.texts] == ["BN-LeNet", "ResNet-18"]  # direct labels, no legend
+    assert not captured["fig"].legends and ax.get_legend() is None
+    assert ax.get_xscale() == "log"
+    low, high = ax.get_ylim()
+    assert low < 0.885 and high > 0.910
+    plt.close(captured["fig"])
+
+
+def test_scatter_writes_a_png(tmp_path):
+    path = plots.scatter_plot(tmp_path / "s.png", {"a": (1.0, 2.0)}, xlabel="x", ylabel="y")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -17,7 +17,8 @@ load_all()
 if "tiny-sine" not in EXPERIMENTS:
 
     @register_experiment("tiny-sine", chapter="generalization", title="A tiny test experiment",
-                         description="writes one table, one metric and one figure")
+                         description="writes one table, one metric and one figure",
+                         modes="Quick: five points; full: fifty.")
     def _tiny(ctx):
         n = ctx.pick(5, 50)
         xs = list(range(n))
@@ -43,6 +44,16 @@ def test_run_experiment_writes_results_json(tmp_path):
     assert on_disk["machine"]["cpu_count"] >= 1 and on_disk["wall_seconds"] >= 0
     full = run_experiment("tiny-sine", tmp_path / "full", quick=False)
     assert full["metrics"]["points"] == 50 and full["mode"] == "full"
+
+
+def test_every_experiment_says_what_quick_and_full_mode_show(tmp_path):
+    real = [e for e in EXPERIMENTS.values() if not e.name.startswith("tiny-")]
+    assert len(real) >= 16
+    for spec in real:
+        assert spec.modes.startswith("Quick: ") and "; full: " in spec.modes, spec.name
+    run_experiment("tiny-sine", tmp_path / "tiny")
+    page = build_report(collect_results(tmp_path), tmp_path / "report.html").read_text()
+    assert '<p class="modes">Quick: five points; full: fifty.</p>' in page
 
 
 def test_experiment_listing_a_missing_figure_fails(tmp_path):

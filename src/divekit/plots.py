@@ -173,6 +173,26 @@ def bars_plot(path: Path, categories: Sequence[str], series: Mapping[str, Sequen
     return save_figure(fig, path)
 
 
+def scatter_plot(path: Path, points: Mapping[str, tuple[float, float]], *, xlabel: str, ylabel: str,
+                 title: str = "", logx: bool = False) -> Path:
+    """One labelled point per ``name -> (x, y)``: the label sits beside its point, so no legend is needed."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    colours = _colours(list(points))
+    for name, (x, y) in points.items():
+        ax.plot([x], [y], "o", color=colours[name], markersize=7)
+        ax.annotate(name, (x, y), xytext=(6, 4), textcoords="offset points", fontsize=9)
+    xs, ys = [float(x) for x, _ in points.values()], [float(y) for _, y in points.values()]
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    _scale_axis(ax.xaxis, ax.set_xscale, xs, log=logx)
+    if ys:  # room above the highest point for its label
+        span = (max(ys) - min(ys)) or abs(max(ys)) or 1.0
+        ax.set_ylim(min(ys) - 0.15 * span, max(ys) + 0.25 * span)
+    if xs and logx:
+        ax.set_xlim(min(xs) / 1.3, max(xs) * 2.0)  # labels extend to the right of their points
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
 def confusion_matrix_plot(path: Path, matrix: torch.Tensor, class_names: Sequence[str], *, title: str = "") -> Path:
     """A ``(classes, classes)`` count matrix, rows true and columns predicted, shown row-normalised."""
     m = matrix.double()

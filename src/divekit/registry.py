@@ -79,6 +79,7 @@ class ExperimentSpec:
     title: str
     description: str
     options: dict[str, str] = field(default_factory=dict)  # `divekit run NAME -o KEY=VALUE`: key -> help
+    modes: str = ""  # one sentence: what the quick figure shows and what the full run adds
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -103,12 +104,16 @@ def register_model(name: str, *, config: type, task: str, chapter: str, descript
 
 
 def register_experiment(name: str, *, chapter: str, title: str, description: str,
-                        options: dict[str, str] | None = None):
-    """Decorator for an experiment ``f(ctx) -> dict``; ``options`` names the ``-o KEY=VALUE`` it reads."""
+                        options: dict[str, str] | None = None, modes: str = ""):
+    """Decorator for an experiment ``f(ctx) -> dict``.
+
+    ``options`` names the ``-o KEY=VALUE`` it reads; ``modes`` says in one sentence what its quick
+    figure shows and what the full run adds (the report prints it under the section's title).
+    """
 
     def wrap(run: Callable[[Any], dict]):
         _check_new(name, EXPERIMENTS, chapter)
-        EXPERIMENTS[name] = ExperimentSpec(name, run, chapter, title, description, dict(options or {}))
+        EXPERIMENTS[name] = ExperimentSpec(name, run, chapter, title, description, dict(options or {}), modes)
         return run
 
     return wrap

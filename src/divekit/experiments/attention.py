@@ -10,9 +10,10 @@ models on a real test sentence, and the sinusoidal positional encoding.
 FLOPs per training step are counted by ``torch.utils.flop_counter`` (matrix products, forward and
 backward) on one real batch and scaled to tokens; achieved GFLOP/s = FLOPs per token x tokens/s.
 
-Quick mode trains small models (64 units, 3,000/4,000-word vocabularies) on 2,000 pairs for one
-epoch and scores 200 test pairs; full mode trains each registered recipe on all 157,130 pairs and
-scores all 5,000 (hours on the 2-core CPU: see docs/results/attention.md). A full run can instead
+Quick mode trains models that translate within about a minute each: the GRU models as the
+translation experiment's quick seq2seq (its trained model is reused when the tour has one), a small
+Transformer one epoch; all are scored on the 5,000 test pairs. Full mode trains each registered
+recipe on all 157,130 pairs (hours on the 2-core CPU: see docs/results/attention.md). A full run can instead
 score models already trained with ``divekit train``: ``-o transformer=RUN/best.pt`` (likewise
 ``seq2seq`` and ``seq2seq-attention``) takes that checkpoint and the training costs its run recorded.
 """
@@ -32,6 +33,7 @@ from divekit import seeding
 from divekit.data.fra_eng import EOS, shift_right
 from divekit.decode.beam import decode_batch
 from divekit.errors import CheckpointError, DivekitError
+from divekit.experiments import translation as mt
 from divekit.experiments.base import ExperimentContext
 from divekit.experiments.heatmap_plot import heatmap_plot
 from divekit.flops import matmul_gflops
@@ -41,37 +43,70 @@ from divekit.pipeline import config_to_dict, load_trained
 from divekit.plots import line_plot
 from divekit.registry import get_model, register_experiment
 from divekit.tasks.translation import BucketLoader, Translation, real_splits
+from divekit.train.checkpoint import load_checkpoint
 from divekit.train.config import TrainConfig
 from divekit.train.trainer import Trainer
 
 MODELS = ("seq2seq", "seq2seq-attention", "transformer")
-QUICK_VOCAB = {"src_vocab_size": 3000, "tgt_vocab_size": 4000, "num_steps": 16}
+# Quick mode, sized to fit the ten-minute tour on a 2-core CPU (docs/results.md, "The tour"): both
+# GRU models as the translation experiment's quick seq2seq (its trained model is reused when the
+# tour has it), the Transformer small, without dropout (one epoch is far from overfitting) and on
+# 100,000 pairs. Beam search, three times the cost of greedy search, is scored on 1,000 random test
+# pairs (greedy on all 5,000 and on those 1,000).
 QUICK_OPTIONS = {
-    "seq2seq": {**QUICK_VOCAB, "embed_size": 64, "hidden_size": 64, "num_layers": 1},
-    "seq2seq-attention": {**QUICK_VOCAB, "embed_size": 64, "hidden_size": 64, "num_layers": 1},
-    "transformer": {**QUICK_VOCAB, "d_model": 64, "num_heads": 4, "ffn_hidden": 128, "num_encoder_layers": 2,
-                    "num_decoder_layers": 2, "dropout": 0.1},
+    "seq2seq": mt.QUICK_OPTIONS,
+    "seq2seq-attention": mt.QUICK_OPTIONS,
+    "transformer": {"src_vocab_size": 5000, "tgt_vocab_size": 5000, "num_steps": 12, "d_model": 128,
+                    "num_heads": 4, "ffn_hidden": 512, "num_encoder_layers": 2, "num_decoder_layers": 2,
+                    "dropout": 0.0},
 }
-QUICK_TRAIN = {"epochs": 1, "batch_size": 64, "lr": 0.003, "optimizer": "adam", "grad_clip": 1.0}
+QUICK_TRAIN = {"seq2seq": mt.QUICK_TRAIN, "seq2seq-attention": mt.QUICK_TRAIN,
+               "transformer": {"epochs": 1, "batch_size": 128, "lr": 0.002, "warmup_steps": 300}}
+QUICK_LIMIT = {"seq2seq": mt.QUICK_PAIRS["train"], "seq2seq-attention": mt.QUICK_PAIRS["train"],
+               "transformer": 100_000}
+QUICK_BEAM_PAIRS = 1000
 # Full mode: the registered recipes, with the vocabulary cut that the MT chapter's timed recipe uses.
 FULL_OPTIONS = {name: {"tgt_vocab_size": 8000} for name in MODELS}
 FULL_TRAIN = {"precision": "bf16"}
+TRAJECTORY_FREE = ("device", "threads")  # recipe fields that do not change the trained weights
 
 
-def train(ctx: ExperimentContext, name: str, splits: tuple, limit: int | None) -> dict[str, Any]:
-    """Train ``name`` on the fra-eng task; return the model, the task and its training costs."""
+def planned(ctx: ExperimentContext, name: str) -> tuple[Any, TrainConfig, int | None]:
+    """The model config, training config and training-pair limit this experiment trains ``name`` with."""
     spec = get_model(name)
     config = spec.make_config(ctx.pick(QUICK_OPTIONS[name], FULL_OPTIONS[name]))
-    overrides = ctx.pick(QUICK_TRAIN, {**spec.recipe, **FULL_TRAIN})
+    overrides = ctx.pick(QUICK_TRAIN[name], FULL_TRAIN)
     train_config = TrainConfig(**{**spec.recipe, **overrides, "seed": ctx.seed, "device": ctx.device})
+    return config, train_config, ctx.pick(mt.quick_train_pairs(ctx, QUICK_LIMIT[name]), None)
+
+
+def reusable(ctx: ExperimentContext, name: str) -> Path | None:
+    """The tour's translation-experiment checkpoint of ``name`` if it was trained exactly as planned here."""
+    path = ctx.out_dir.parent / "translation" / "model" / "best.pt"
+    if not ctx.quick or not path.is_file():
+        return None
+    config, train_config, limit = planned(ctx, name)
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError:
+        return None  # damaged or foreign: train afresh
+    stored = {k: v for k, v in ckpt.get("train_config", {}).items() if k not in TRAJECTORY_FREE}
+    wanted = {k: v for k, v in train_config.to_dict().items() if k not in TRAJECTORY_FREE}
+    same = (ckpt.get("model") == name and ckpt.get("model_config") == config_to_dict(config)
+            and stored == wanted and ckpt.get("task_state", {}).get("limit") == limit)
+    return path if same else None
+
+
+def train(ctx: ExperimentContext, name: str, splits: tuple) -> dict[str, Any]:
+    """Train ``name`` on the fra-eng task; return the model, the task and its training costs."""
+    config, train_config, limit = planned(ctx, name)
     seeding.seed_global(ctx.seed, "init")
-    model = spec.build(config)
+    model = get_model(name).build(config)
     task = Translation(src_vocab_size=config.src_vocab_size, tgt_vocab_size=config.tgt_vocab_size,
                        num_steps=config.num_steps, batch_size=train_config.batch_size, seed=ctx.seed, limit=limit,
                        splits=splits, label_smoothing=train_config.label_smoothing)
     trainer = Trainer(model, task, train_config, model_name=name, model_config=config_to_dict(config),
-                      run_dir=ctx.path(name),
-                      progress=ctx.progress, log=lambda *_: None)
+                      run_dir=ctx.path(name), progress=ctx.progress, log=lambda *_: None)
     result = trainer.fit()
     if result.best_checkpoint is not None:  # the epoch with the best validation BLEU
         state = torch.load(result.best_checkpoint, weights_only=True)["model_state"]
@@ -79,12 +114,12 @@ def train(ctx: ExperimentContext, name: str, splits: tuple, limit: int | None) -
     seconds = sum(h["train_seconds"] for h in result.history)
     tokens = int(task.arrays["train"][3].sum()) * len(result.history)
     return {"model": model.eval(), "task": task, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "flops_per_token": flops_per_token(model, task)}
+            "flops_per_token": flops_per_token(model, task), "precision": train_config.precision}
 
 
 def trained(name: str, checkpoint: Path) -> dict[str, Any]:
     """A model trained by ``divekit train NAME``: its checkpoint, and the costs its run's metrics.jsonl holds."""
-    spec, model, task, _ = load_trained(checkpoint)
+    spec, model, task, ckpt = load_trained(checkpoint)
     if spec.name != name:
         raise CheckpointError(f"'{checkpoint}' holds a '{spec.name}' model, not '{name}'")
     metrics = checkpoint.parent / "metrics.jsonl"
@@ -94,7 +129,8 @@ def trained(name: str, checkpoint: Path) -> dict[str, Any]:
     seconds = sum(h["train_seconds"] for h in history)
     tokens = sum(h["train_items_per_s"] * h["train_seconds"] for h in history)
     return {"model": model, "task": task, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "flops_per_token": flops_per_token(model, task)}
+            "flops_per_token": flops_per_token(model, task),
+            "precision": ckpt["train_config"]["precision"]}
 
 
 def flops_per_token(model: nn.Module, task: Translation) -> float:
@@ -161,58 +197,103 @@ def positional_figures(ctx: ExperimentContext) -> list[dict[str, str]]:
     chapter="attention",
     title="Attention: Bahdanau seq2seq and the Transformer on English to French",
     description="plain seq2seq vs Bahdanau vs Transformer: BLEU, cost, decoding speed; heatmaps; positional encoding",
-    options={name: f"a `divekit train {name}` checkpoint to score instead of training (--full)" for name in MODELS},
+    options={**{name: f"a `divekit train {name}` checkpoint to score instead of training (--full)" for name in MODELS},
+             "train_pairs": "quick mode: training pairs of every model (default 25,000 for the GRU models, 100,000 "
+                            "for the Transformer; fewer run faster and score lower)"},
+    modes=("Quick: the three models trained about a minute each, greedy search scored on all 5,000 test "
+           "pairs and beam search on 1,000 random ones; full: each registered recipe on all 157,130 pairs "
+           "(hours), every score on all 5,000."),
 )
 def run(ctx: ExperimentContext) -> dict:
-    if ctx.quick and ctx.options:
+    if ctx.quick and set(ctx.options) & set(MODELS):
         raise DivekitError("trained checkpoints are scored by the full run: add --full")
+    if not ctx.quick and "train_pairs" in ctx.options:
+        raise DivekitError("train_pairs sizes the quick run; the full run trains on all pairs")
+    pairs = {name: planned(ctx, name)[2] for name in MODELS}  # checks train_pairs before any work
     train_pairs, val, test = real_splits()
-    splits = (train_pairs, val[: ctx.pick(100, None)], test[: ctx.pick(200, None)])
-    limit = ctx.pick(2_000, None)
-    ceiling = matmul_gflops(size=ctx.pick(1024, 2048), repeats=3)
-    rows, figures, metrics = [], positional_figures(ctx), {"matmul_ceiling_gflops": ceiling}
+    # Quick: validation (model selection) on 1,000 random pairs, as the translation experiment; test: all.
+    splits = (train_pairs, mt.sample(val, mt.QUICK_PAIRS["val"], ctx.seed) if ctx.quick else val, test)
+    # Each model's rate is compared with the ceiling of the precision it trained in.
+    ceilings = {p: matmul_gflops(dtype, size=ctx.pick(1024, 2048), repeats=3)
+                for p, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    rows, figures, metrics = [], positional_figures(ctx), {"matmul_ceiling_gflops": ceilings["fp32"],
+                                                           "matmul_ceiling_gflops_bf16": ceilings["bf16"]}
     speed_pairs = ctx.pick(100, 1000)
+    index = heatmap_sentence(test)
+    beam_pairs = mt.sample(test, QUICK_BEAM_PAIRS, ctx.seed) if ctx.quick else test
+    reused = []
     for name in MODELS:
-        checkpoint = ctx.options.get(name)
-        r = trained(name, Path(checkpoint)) if checkpoint else train(ctx, name, splits, limit)
+        checkpoint = (None if ctx.quick else ctx.options.get(name)) or reusable(ctx, name)
+        r = trained(name, Path(checkpoint)) if checkpoint else train(ctx, name, splits)
+        if checkpoint and ctx.quick:
+            reused.append(name)
         model, task = r["model"], r["task"]
         greedy, _ = task.bleu(model, "test")
-        beam, _ = task.bleu(model, "test", beam_size=4, alpha=0.75)
+        translator = task.translator(model)
+        sampled = translator.bleu(beam_pairs)[0].score if ctx.quick else None
+        beam, _ = translator.bleu(beam_pairs, beam_size=4, alpha=0.75)
         with torch.no_grad():
             cached = decoding_speed(model, task, speed_pairs)
             plain = decoding_speed(RecomputingDecoder(model), task, speed_pairs) if name == "transformer" else None
         gflops = r["flops_per_token"] * r["tokens_per_s"] / 1e9
         params = sum(p.numel() for p in model.parameters())
-        rows.append([name, params, r["seconds"], r["tokens_per_s"], gflops, gflops / ceiling, greedy.score,
-                     beam.score, cached, plain if plain is not None else "-"])
+        rows.append([name, params, r["seconds"], r["tokens_per_s"], gflops, gflops / ceilings[r["precision"]],
+                     r["precision"], greedy.score,
+                     *([sampled] if ctx.quick else []), beam.score, cached, plain if plain is not None else "-"])
         key = name.replace("-", "_")
         metrics.update({f"{key}_bleu_beam4": beam.score, f"{key}_bleu_greedy": greedy.score,
                         f"{key}_tokens_per_s": r["tokens_per_s"], f"{key}_decode_per_s": cached})
         if plain is not None:
             metrics["transformer_decode_per_s_no_cache"] = plain
         if name != "seq2seq":
-            weights, out_words, src_words = attention_map(model, task, index=ctx.pick(7, 7))
-            heatmap_plot(ctx.path(f"heatmap_{name}.png"), weights, row_labels=out_words, col_labels=src_words,
-                         xlabel="source (English)", colorbar_label="attention weight",
-                         title=f"{name}: where each French word looked", cmap="viridis")
-            figures.append({"file": f"heatmap_{name}.png",
-                            "caption": f"{name}: attention weights of each output word (rows) over the source "
-                                       "words (columns) of a test sentence" +
-                                       (", last decoder layer, heads averaged." if name == "transformer" else ".")})
-    best = max(rows, key=lambda row: row[7])
+            figures.append(heatmap_figure(ctx, name, model, task, index, greedy.score, len(test)))
+    beam_column = 9 if ctx.quick else 8
+    best = max(rows, key=lambda row: row[beam_column])
+    minute = "" if "train_pairs" in ctx.options else " for about a minute each"
+    note = (f"Quick mode: small models trained{minute} (the GRU models 2 epochs on "
+            f"{pairs['seq2seq']:,} pairs, the Transformer one epoch on {pairs['transformer']:,}), "
+            f"scored on all {len(test):,} test pairs; the full run trains each registered recipe on all "
+            f"{len(train_pairs):,} pairs for hours. Beam search is scored on {len(beam_pairs):,} random test "
+            f"pairs. " if ctx.quick else "")
+    if reused:
+        note += f"The {', '.join(reused)} model is the translation experiment's, trained once for both sections. "
     return {
         "summary": (
-            f"{'Quick mode: small models trained one epoch on 2,000 pairs, 200 test pairs. ' if ctx.quick else ''}"
-            f"Test BLEU with beam 4: " + ", ".join(f"{row[0]} {row[7]:.1f}" for row in rows)
-            + (f". The best is {best[0]}. " if best[7] >= 1.0 else
-               ". At this size no model translates yet: quick mode shows the pipeline and the figures. ")
+            note + "Test BLEU with beam 4: " + ", ".join(f"{row[0]} {row[beam_column]:.1f}" for row in rows)
+            + (f". The best is {best[0]}. " if best[beam_column] >= 5.0 else
+               ". On so few pairs no model translates yet; the tour's quick run trains them on more. ")
             + "Attention lets each output word read the source directly (heatmaps); "
             "the Transformer's key/value cache makes each decoding step new work on one position only."
         ),
         "metrics": metrics,
         "tables": [{"title": "Seq2seq, Bahdanau attention and Transformer on fra-eng",
                     "columns": ["model", "parameters", "train s", "tokens/s", "GFLOP/s", "of matmul peak",
-                                "BLEU greedy", "BLEU beam 4", "decode sent/s", "decode sent/s, no cache"],
+                                "precision",
+                                f"BLEU greedy ({len(test):,})",
+                                *([f"BLEU greedy ({len(beam_pairs):,} sampled)"] if ctx.quick else []),
+                                f"BLEU beam 4 ({len(beam_pairs):,}{' sampled' if ctx.quick else ''})",
+                                "decode sent/s", "decode sent/s, no cache"],
                     "rows": rows}],
         "figures": figures,
     }
+
+
+def heatmap_sentence(test: list, shortest: int = 8) -> int:
+    """The test pair the heatmaps show: the first whose source has at least ``shortest`` tokens."""
+    return next((i for i, (src, _) in enumerate(test) if len(src) >= shortest), 0)
+
+
+def heatmap_figure(ctx: ExperimentContext, name: str, model: nn.Module, task: Translation, index: int,
+                   bleu: float, pairs: int) -> dict[str, str]:
+    """Write ``name``'s attention heatmap on test pair ``index``; its caption names the model's BLEU."""
+    weights, out_words, src_words = attention_map(model, task, index)
+    heatmap_plot(ctx.path(f"heatmap_{name}.png"), weights, row_labels=out_words, col_labels=src_words,
+                 xlabel="source (English)", colorbar_label="attention weight",
+                 title=f"{name}: where each French word looked", cmap="viridis")
+    src, ref = task.pairs["test"][index]
+    output = " ".join(w for w in out_words if w != EOS)
+    layer = " (last decoder layer, heads averaged)" if name == "transformer" else ""
+    return {"file": f"heatmap_{name}.png",
+            "caption": f"{name}, test BLEU {bleu:.1f} (greedy, {pairs:,} pairs): attention weights{layer} of each "
+                       f"output word (rows) over the source words (columns). Source: “{' '.join(src)}”; "
+                       f"its translation: “{output}”; reference: “{' '.join(ref)}”."}

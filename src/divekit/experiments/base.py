@@ -45,6 +45,17 @@ class ExperimentContext:
         """The quick-mode or the full-mode value of a setting."""
         return quick if self.quick else full
 
+    def whole_option(self, key: str, default: int, *, minimum: int = 1) -> int:
+        """The ``-o KEY=N`` whole number given to this run, checked against ``minimum``; ``default`` without one."""
+        text = self.options.get(key, str(default))
+        try:
+            value = int(text)
+        except ValueError:
+            raise DivekitError(f"{key} must be a whole number, got '{text}'") from None
+        if value < minimum:
+            raise DivekitError(f"{key} must be at least {minimum}, got {value}")
+        return value
+
 
 def run_experiment(name: str, out_dir: Path, *, quick: bool = True, seed: int = 0, progress: bool = True,
                    device: str = "auto", options: dict[str, str] | None = None) -> dict[str, Any]:
@@ -67,6 +78,7 @@ def run_experiment(name: str, out_dir: Path, *, quick: bool = True, seed: int = 
         chapter=spec.chapter,
         chapter_title=CHAPTERS[spec.chapter],
         description=spec.description,
+        modes=spec.modes,
         mode="quick" if quick else "full",
         seed=seed,
         options=options,

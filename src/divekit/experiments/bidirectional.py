@@ -88,8 +88,12 @@ def _weights_plot(path, weights: list[float]) -> None:
     plt.close(fig)
 
 
-@register_experiment("bidirectional", chapter="rnn", title="Bidirectional RNNs and an ELMo-style layer mix",
-                     description="BiRNN leakage as an LM, word-start tagging, layer mix vs top layer")
+@register_experiment(
+    "bidirectional", chapter="rnn", title="Bidirectional RNNs and an ELMo-style layer mix",
+    description="BiRNN leakage as an LM, word-start tagging, layer mix vs top layer",
+    modes=("Quick: 120 training steps of 48-unit models; full: 1,500 steps of 128-unit models, where the "
+           "layer weights settle."),
+)
 def run(ctx) -> dict:
     threads = torch.get_num_threads()
     # Small recurrent steps are dominated by thread synchronisation: one thread is many times faster.

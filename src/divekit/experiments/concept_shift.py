@@ -59,6 +59,7 @@ def _learners(initial) -> dict:
     title="Concept shift: a drifting stream, adaptive learners and a drift detector",
     description="frozen, online, sliding-window and detector-triggered learners on a stream whose "
                 "labelling rule turns; detection delay of a DDM-style error-rate detector",
+    modes="Quick: every learner on 10 independent streams; full: 30 streams, for tighter intervals.",
 )
 def run(ctx: ExperimentContext) -> dict:
     cfg = _config(ctx)

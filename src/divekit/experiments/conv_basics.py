@@ -145,6 +145,8 @@ def _garment() -> torch.Tensor | None:
     chapter="cnn",
     title="Convolution basics: edges, a learned kernel, output shapes",
     description="edge detection with [1, -1], recovering the kernel by gradient descent, the shape formula",
+    modes=("Quick: 10 gradient steps to recover the edge kernel; full: 30 steps, to a smaller kernel "
+           "error."),
 )
 def run(ctx: ExperimentContext) -> dict:
     x = stripe_image()

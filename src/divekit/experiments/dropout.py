@@ -88,6 +88,8 @@ def _train(label: str, config: DropoutMLPConfig, state: dict, ctx: ExperimentCon
     chapter="generalization",
     title="Dropout: an MLP on Fashion-MNIST with and without dropout",
     description="scratch inverted dropout beside nn.Dropout; test accuracy and train/test gap",
+    modes=("Quick: 2,000 training images for 40 epochs, enough to overfit without dropout; full: all "
+           "55,000 images for 20 epochs."),
 )
 def run(ctx: ExperimentContext) -> dict:
     with single_thread():

@@ -125,6 +125,7 @@ def clipping_run(clip: str, *, steps: int, seed: int = 0, lr: float = 0.1,
     chapter="stability",
     title="Vanishing and exploding gradients, and gradient clipping",
     description="sigmoid saturation, random matrix products, per-layer gradient norms by init/activation, clipping",
+    modes="Quick: 2 seeds and 300 steps; full: 10 seeds and 1,000 steps.",
 )
 def run(ctx: ExperimentContext) -> dict:
     with single_thread():

@@ -155,6 +155,7 @@ def sweep(lambdas: list[float], seeds: int, epochs: int, base_seed: int = 0) -> 
     chapter="generalization",
     title="Weight decay: an L2 penalty on high-dimensional linear regression",
     description="penalty from scratch equals SGD weight_decay; train/test loss and ||w|| against lambda",
+    modes="Quick: 3 seeds and 8 penalty strengths; full: 20 seeds and 13 strengths.",
 )
 def run(ctx: ExperimentContext) -> dict:
     with single_thread():

@@ -125,7 +125,7 @@ def _section(directory: Path, r: dict[str, Any], records: list[RecordedRun]) -> 
         "name": r["name"], "title": r.get("title", r["name"]), "mode": r.get("mode", ""),
         "command": _command(r), "date": _when(r.get("date")),
         "seconds": f"{seconds:,.1f} s" if isinstance(seconds, (int, float)) else "time not recorded",
-        "summary": r.get("summary", ""),
+        "summary": r.get("summary", ""), "modes": r.get("modes", ""),
         "tables": [format_table(t.get("title"), t.get("columns", []), t.get("rows", []))
                    for t in r.get("tables", [])],
         "records": [_record(run, r) for run in records],
