@@ -111,3 +111,16 @@ def test_quick_size_options_are_checked_before_training(tmp_path, name, options,
 def test_quick_size_options_are_refused_by_the_full_run(tmp_path, name, option):
     with pytest.raises(DivekitError, match=f"^{option} sizes the quick run"):
         run_experiment(name, tmp_path / name, quick=False, progress=False, options={option: "200"})
+
+
+def test_heatmap_sentence_is_the_first_mid_length_pair_without_unknown_words():
+    from types import SimpleNamespace
+
+    short = (["hi", "."], ["salut", "."])
+    unknown = (["i", "saw", "a", "quokka", "in", "the", "park", "."], ["j'ai", "vu", "un", "quokka", "."])
+    good = (["i", "saw", "a", "dog", "in", "the", "park", "."], ["j'ai", "vu", "un", "chien", "."])
+    task = SimpleNamespace(pairs={"test": [short, unknown, good]},
+                           src_vocab={"hi", ".", "i", "saw", "a", "dog", "in", "the", "park", "quokka"},
+                           tgt_vocab={"salut", ".", "j'ai", "vu", "un", "chien"})
+    assert attention.heatmap_sentence(task) == 2
+    assert attention.heatmap_sentence(SimpleNamespace(pairs={"test": [short]}, src_vocab=set(), tgt_vocab=set())) == 0

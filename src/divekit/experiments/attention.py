@@ -216,10 +216,10 @@ def run(ctx: ExperimentContext) -> dict:
     # Each model's rate is compared with the ceiling of the precision it trained in.
     ceilings = {p: matmul_gflops(dtype, size=ctx.pick(1024, 2048), repeats=3)
                 for p, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
-    rows, figures, metrics = [], positional_figures(ctx), {"matmul_ceiling_gflops": ceilings["fp32"],
+    rows, figures, metrics = [], [], {"matmul_ceiling_gflops": ceilings["fp32"],
                                                            "matmul_ceiling_gflops_bf16": ceilings["bf16"]}
     speed_pairs = ctx.pick(100, 1000)
-    index = heatmap_sentence(test)
+    index = None  # the heatmaps' test sentence, chosen with the first attention model's vocabularies
     beam_pairs = mt.sample(test, QUICK_BEAM_PAIRS, ctx.seed) if ctx.quick else test
     reused = []
     for name in MODELS:
@@ -246,8 +246,10 @@ def run(ctx: ExperimentContext) -> dict:
         if plain is not None:
             metrics["transformer_decode_per_s_no_cache"] = plain
         if name != "seq2seq":
+            index = heatmap_sentence(task) if index is None else index
             figures.append(heatmap_figure(ctx, name, model, task, index, greedy.score, len(test)))
     beam_column = 9 if ctx.quick else 8
+    figures += positional_figures(ctx)
     best = max(rows, key=lambda row: row[beam_column])
     minute = "" if "train_pairs" in ctx.options else " for about a minute each"
     note = (f"Quick mode: small models trained{minute} (the GRU models 2 epochs on "
@@ -278,9 +280,13 @@ def run(ctx: ExperimentContext) -> dict:
     }
 
 
-def heatmap_sentence(test: list, shortest: int = 8) -> int:
-    """The test pair the heatmaps show: the first whose source has at least ``shortest`` tokens."""
-    return next((i for i, (src, _) in enumerate(test) if len(src) >= shortest), 0)
+def heatmap_sentence(task: Translation, lengths: range = range(7, 11)) -> int:
+    """The test pair the heatmaps show: the first of 7 to 10 source tokens with no word outside the
+    vocabularies on either side, so that each row and column is a real word (0 if there is none)."""
+    for i, (src, ref) in enumerate(task.pairs["test"]):
+        if len(src) in lengths and all(w in task.src_vocab for w in src) and all(w in task.tgt_vocab for w in ref):
+            return i
+    return 0
 
 
 def heatmap_figure(ctx: ExperimentContext, name: str, model: nn.Module, task: Translation, index: int,
