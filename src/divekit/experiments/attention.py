@@ -223,7 +223,7 @@ def run(ctx: ExperimentContext) -> dict:
     beam_pairs = mt.sample(test, QUICK_BEAM_PAIRS, ctx.seed) if ctx.quick else test
     reused = []
     for name in MODELS:
-        checkpoint = (None if ctx.quick else ctx.options.get(name)) or reusable(ctx, name)
+        checkpoint = ctx.options.get(name) or reusable(ctx, name)  # quick runs take no checkpoint options
         r = trained(name, Path(checkpoint)) if checkpoint else train(ctx, name, splits)
         if checkpoint and ctx.quick:
             reused.append(name)

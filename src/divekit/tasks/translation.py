@@ -331,8 +331,7 @@ class Translation:
         dec_input = shift_right(tgt, self.bos)
         labels = select_real(tgt, tgt_len)  # (N,)
         if self.real_only_softmax:
-            # fp32 for the loss, and for the argmax below too: on CPU it runs 4x slower over bf16.
-            logits = at_least_float32(model(src, src_len, dec_input, tgt_len))  # (N, V)
+            logits = at_least_float32(model(src, src_len, dec_input, tgt_len))  # (N, V); fp32: 4x faster argmax
             loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         else:
             full = model(src, src_len, dec_input)  # (B, T, V), padded positions included
