@@ -9,46 +9,9 @@ show that the benchmark runs, and its figures are not measurements to quote.
 
 from __future__ import annotations
 
-import platform
-import subprocess
-from pathlib import Path
 from typing import Any
 
-# The flags that decide which kernels torch's CPU backends pick for fp32 and bf16 work.
-RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-CPUINFO = Path("/proc/cpuinfo")
-
-
-def parse_cpuinfo(text: str) -> tuple[str | None, set[str]]:
-    """The first processor's model name and flags in ``/proc/cpuinfo`` (or ``lscpu``) text."""
-    model, flags = None, set()
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key = key.strip().lower()
-        if key == "model name" and model is None:
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    return model, flags
-
-
-def _cpu_text() -> str:
-    """``/proc/cpuinfo`` where there is one (Linux), else ``lscpu``'s output, else nothing."""
-    if CPUINFO.is_file():
-        return CPUINFO.read_text(errors="replace")
-    try:
-        return subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def cpu_info() -> dict[str, Any]:
-    """The CPU model and, for each relevant flag, whether this CPU has it."""
-    model, flags = parse_cpuinfo(_cpu_text())
-    return {"model": model or platform.processor() or platform.machine(),
-            "flags": {flag: flag in flags for flag in RELEVANT_FLAGS}}
+from divekit.cpu import RELEVANT_FLAGS, cpu_info, parse_cpuinfo  # noqa: F401 (the benchmarks' names)
 
 
 def stamp(result: dict[str, Any], *, quick: bool) -> dict[str, Any]:

@@ -166,3 +166,16 @@ def test_tour_targets_are_read_from_the_experiments_results(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(r))
     assert tour_time.check_directory(tmp_path)["targets"] == tour_time.check_targets(results)
+
+
+def test_resnet_targets_follow_the_kind_of_bf16_unit():
+    sys.path.insert(0, str(BENCHMARKS))
+    import cnn_throughput
+
+    rates = {"fp32": {"of_ceiling": 0.75}, "bf16": {"of_ceiling": 0.4}}
+    amx = cnn_throughput.resnet_targets(rates, {"amx_bf16": True, "avx512_bf16": True})
+    assert amx["bf16"]["target"] == 0.35 and amx["bf16"]["meets_target"]
+    avx = cnn_throughput.resnet_targets(rates, {"avx512_bf16": True})
+    assert avx["bf16"]["target"] == 0.5 and not avx["bf16"]["meets_target"]
+    assert avx["fp32"] == {"kind": "fp32", "of_ceiling": 0.75, "target": 0.7, "meets_target": True}
+    assert set(cnn_throughput.resnet_targets(rates, {"avx2": True})) == {"fp32"}

@@ -106,3 +106,12 @@ def test_build_report_reads_the_committed_records(tmp_path):
     write_fixture_results(tmp_path)
     out = build_report(collect_results(tmp_path), tmp_path / "r.html")
     assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_full_tour_summed_from_its_parts_says_so(monkeypatch):
+    record = {"date": "2026-12-01", "machine": "2-core CPU", "whole_tour": False,
+              "experiments": {"a": 7200.0, "b": 5760.0}}
+    monkeypatch.setattr("divekit.experiments.base.measured_tour_seconds", lambda mode: record if mode == "full" else None)
+    described = measured_full_tour()
+    assert described.startswith("about 3.6 h on 2-core CPU: the sum of each experiment's full run timed on its own")
+    assert "not yet run as one tour" in described

@@ -43,7 +43,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-steps", type=int, help="steps of linear warm-up before the schedule")
     g.add_argument("--grad-clip", type=_positive_float, help="clip the gradient's global norm to this")
     g.add_argument("--label-smoothing", type=float, help="share of the target mass spread over all classes")
-    g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast on CPU or GPU")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="bf16: autocast on CPU or GPU; auto (the recipes' default): bf16 where this machine "
+                        "computes it natively and a measured step of this model is faster, else fp32")
     g.add_argument("--channels-last", action="store_const", const=True, help="NHWC layout for image models")
     g.add_argument("--patience", type=_positive_int, help="stop after N epochs without a better validation metric")
     g.add_argument("--seed", type=_seed, help="the run's seed: data order, initial weights, dropout, augmentation")
@@ -296,15 +298,13 @@ def cmd_tour(args) -> int:
 
 def _tour_estimate(names: list[str], *, full: bool) -> str:
     """One line: how long the tour took when it was last measured, for the experiments asked for."""
-    from divekit.experiments.base import measured_tour_seconds
+    from divekit.experiments.base import describe_tour_seconds, measured_tour_seconds
 
     record = measured_tour_seconds("full" if full else "quick")
-    if record is None:
+    described = describe_tour_seconds(record, names) if record else None
+    if described is None:
         return f"tour: {len(names)} experiments (no measured duration recorded for this mode)"
-    known = [record["experiments"][n] for n in names if n in record["experiments"]]
-    total = sum(known) * len(names) / max(len(known), 1)
-    return (f"tour: {len(names)} experiments, about {total / 60:.0f} min "
-            f"(measured {record['date']} on {record['machine']})")
+    return f"tour: {len(names)} experiments, {described}"
 
 
 def cmd_report(args) -> int:

@@ -38,10 +38,10 @@ from divekit.registry import (
 from divekit.runs import machine_info, new_run_dir, now_iso, write_json
 from divekit.tasks import make_task
 from divekit.train.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
-from divekit.train.config import TrainConfig
+from divekit.train.config import TrainConfig, resolve_device
 from divekit.train.distributed import DistInfo, setup, teardown
 from divekit.train.rundir import RECORD_FILE, RunDir, RunDirError
-from divekit.train.trainer import Trainer, resolve_device
+from divekit.train.trainer import Trainer
 
 __all__ = ["train_model", "load_trained", "parse_options", "model_config_from_dict", "config_to_dict"]
 
@@ -88,7 +88,9 @@ def _check_recipe(plan: _Plan, spec: ModelSpec, options: dict[str, Any], train_o
         raise DivekitError(f"a resumed run keeps its model; cannot change option {', '.join(changed)}")
     stored = plan.ckpt["train_config"]
     may = FORK_MAY_CHANGE if plan.mode == "fork" else CONTINUE_MAY_CHANGE
-    changed = sorted(k for k, v in train_overrides.items() if k not in may and stored.get(k) != v)
+    # "auto" asks for what this machine chose when the run started; the stored run holds that choice.
+    changed = sorted(k for k, v in train_overrides.items()
+                     if k not in may and stored.get(k) != v and not (k == "precision" and v == "auto"))
     if changed:
         hint = "" if plan.mode == "fork" else "; a fork (--resume CHECKPOINT --out NEW_DIR) may change lr, grad_clip, "\
             "weight_decay, label_smoothing and precision"
@@ -219,6 +221,7 @@ def _finish(spec, trainer, task, result, model_config, train_config, limit, run_
         "forked_from": run.record.get("forked_from") if run else None,
         "model_config": config_to_dict(model_config),
         "train_config": train_config.to_dict(),
+        "precision_choice": trainer.precision_choice.to_dict() if trainer.precision_choice else None,
         "limit": limit,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "history": result.history,

@@ -88,7 +88,8 @@ EXPERIMENTS: dict[str, ExperimentSpec] = {}
 
 def register_model(name: str, *, config: type, task: str, chapter: str, description: str,
                    recipe: dict[str, Any] | None = None, learns_after: int = 1):
-    """Decorator for a builder ``f(config) -> nn.Module``; ``recipe`` holds its default TrainConfig values.
+    """Decorator for a builder ``f(config) -> nn.Module``; ``recipe`` holds its default TrainConfig values
+    (``precision`` defaults to ``auto``).
 
     ``learns_after``: how many epochs of that recipe pass before the model leaves chance level
     (measured), so that a shorter run can say so instead of silently scoring at chance.
@@ -96,7 +97,9 @@ def register_model(name: str, *, config: type, task: str, chapter: str, descript
 
     def wrap(builder: Callable[[Any], nn.Module]):
         _check_new(name, MODELS, chapter)
-        MODELS[name] = ModelSpec(name, builder, config, task, chapter, description, dict(recipe or {}),
+        # A recipe trains in bf16 where this machine runs it natively and it pays for the model
+        # (divekit.train.precision); a recipe may still name fp32 or bf16.
+        MODELS[name] = ModelSpec(name, builder, config, task, chapter, description, {"precision": "auto", **(recipe or {})},
                                  learns_after)
         return builder
 

@@ -67,7 +67,7 @@ QUICK_LIMIT = {"seq2seq": mt.QUICK_PAIRS["train"], "seq2seq-attention": mt.QUICK
 QUICK_BEAM_PAIRS = 1000
 # Full mode: the registered recipes, with the vocabulary cut that the MT chapter's timed recipe uses.
 FULL_OPTIONS = {name: {"tgt_vocab_size": 8000} for name in MODELS}
-FULL_TRAIN = {"precision": "bf16"}
+FULL_TRAIN: dict[str, Any] = {}  # the recipes as registered (precision auto)
 TRAJECTORY_FREE = ("device", "threads")  # recipe fields that do not change the trained weights
 
 
@@ -92,6 +92,8 @@ def reusable(ctx: ExperimentContext, name: str) -> Path | None:
         return None  # damaged or foreign: train afresh
     stored = {k: v for k, v in ckpt.get("train_config", {}).items() if k not in TRAJECTORY_FREE}
     wanted = {k: v for k, v in train_config.to_dict().items() if k not in TRAJECTORY_FREE}
+    if wanted.get("precision") == "auto":  # the stored run resolved auto for this model on this machine
+        wanted["precision"] = stored.get("precision")
     same = (ckpt.get("model") == name and ckpt.get("model_config") == config_to_dict(config)
             and stored == wanted and ckpt.get("task_state", {}).get("limit") == limit)
     return path if same else None

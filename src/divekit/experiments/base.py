@@ -97,10 +97,36 @@ def measured_tour_seconds(mode: str) -> dict[str, Any] | None:
     """The recorded wall time of each experiment in ``mode`` ("quick" or "full"), or None.
 
     ``tour_seconds.json`` beside this module holds ``{mode: {"date", "machine", "experiments":
-    {name: seconds}}}``, written from a measured tour (``benchmarks/tour_time.py``).
+    {name: seconds}}}``, written from a measured tour (``benchmarks/tour_time.py``). A record with
+    ``"whole_tour": false`` sums experiments timed one by one (``divekit run NAME --full``), and its
+    ``"sources"`` say where each time comes from.
     """
     try:
         text = resources.files("divekit.experiments").joinpath("tour_seconds.json").read_text()
         return json.loads(text).get(mode)
     except (OSError, ValueError):
         return None
+
+
+def describe_duration(seconds: float) -> str:
+    """``about 9 min``, ``about 3.6 h``: a duration at the precision a reader plans with."""
+    return f"about {seconds / 60:,.0f} min" if seconds < 90 * 60 else f"about {seconds / 3600:.1f} h"
+
+
+def describe_tour_seconds(record: dict[str, Any], names: list[str] | None = None) -> str | None:
+    """How long the tour (or the experiments ``names`` of it) took, and how that was measured.
+
+    Experiments the record lacks count at the mean of those it has. None if the record is empty.
+    """
+    times = record.get("experiments") or {}
+    if not times:
+        return None
+    names = list(times) if names is None else names
+    known = [times[n] for n in names if n in times]
+    total = sum(known) * len(names) / max(len(known), 1)
+    where = f"{record.get('machine', 'an unrecorded machine')}"
+    if record.get("whole_tour", True):
+        return f"{describe_duration(total)} (measured {record.get('date', 'on an unrecorded date')} on {where})"
+    return (f"{describe_duration(total)} on {where}: the sum of each experiment's full run timed on its own "
+            f"(up to {record.get('date', 'an unrecorded date')}; docs/results.md lists the parts), not yet "
+            f"run as one tour")

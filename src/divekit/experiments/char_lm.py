@@ -34,9 +34,9 @@ _QUICK = (
     ("gru-lm", {"impl": "scratch", "hidden": 256}, {"epochs": 2}),
     ("gru-lm", {"impl": "torch", "hidden": 256}, {"epochs": 2}),
     ("lstm-lm", {"impl": "torch", "hidden": 384}, {"epochs": 8, "lr": 0.004, "schedule": "cosine",
-                                                   "precision": "bf16"}),
+                                                   "precision": "auto"}),
     ("deep-lstm-lm", {"impl": "torch", "hidden": 256, "dropout": 0.1}, {"epochs": 2, "lr": 0.004,
-                                                                        "precision": "bf16"}),
+                                                                        "precision": "auto"}),
 )
 
 

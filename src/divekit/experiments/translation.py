@@ -31,13 +31,13 @@ from divekit.tasks.translation import (
 from divekit.train.config import TrainConfig
 from divekit.train.trainer import Trainer
 
-# Full mode: the model's registered defaults and recipe (4 epochs, bf16, 8,000 French words), i.e.
+# Full mode: the model's registered defaults and recipe (4 epochs, precision auto, 8,000 French words), i.e.
 # `divekit train seq2seq`, the run measured in docs/results/mt.md. Quick mode: one GRU layer of 256
 # units (it learns fastest in a short budget), 3,000-word vocabularies, two epochs on 25,000 pairs.
 QUICK_OPTIONS = {"src_vocab_size": 3000, "tgt_vocab_size": 3000, "embed_size": 128, "hidden_size": 256,
                  "num_layers": 1, "num_steps": 16}
 QUICK_TRAIN = {"epochs": 2, "batch_size": 128, "lr": 0.008, "optimizer": "adam", "grad_clip": 1.0,
-               "precision": "bf16"}
+               "precision": "auto"}
 QUICK_PAIRS = {"train": 25_000, "val": 1000, "test": 1000}  # val and test drawn at random: the splits are length-sorted
 QUICK_NOTE = ("Quick mode: one 256-unit GRU layer, 3,000-word vocabularies, 2 epochs on {pairs:,} pairs, scored on "
               "1,000 random test pairs. ")

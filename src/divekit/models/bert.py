@@ -169,7 +169,7 @@ def build(config: BERTConfig) -> BERT:
 # is 55,731 examples, 436 batches: 28 s per 79 batches (bf16, one thread, CPU shared), so four
 # epochs take about ten minutes.
 _RECIPE = {"epochs": 4, "batch_size": 128, "lr": 1e-3, "optimizer": "adamw", "weight_decay": 0.01,
-           "schedule": "cosine", "warmup_steps": 200, "grad_clip": 1.0, "precision": "bf16"}
+           "schedule": "cosine", "warmup_steps": 200, "grad_clip": 1.0}
 
 register_model("bert", config=BERTConfig, task="masked-lm", chapter="attention",
                description="BERT encoder pretrained by masked language modelling on English text",

@@ -195,12 +195,13 @@ def build(config: GPTConfig) -> GPT:
 
 
 # AdamW with a short warm-up and cosine decay, as nanoGPT trains its character model; weight decay
-# 0.1 and dropout 0.1 because 40 epochs pass over the same 139k characters many times. bf16
-# autocast: a (32, 128) training step took 0.36 s against 0.55 s in fp32 on one thread. Sizing: at
+# 0.1 and dropout 0.1 because 40 epochs pass over the same 139k characters many times. On a CPU
+# with AVX512-BF16, bf16 autocast (which precision auto picks there) took 0.36 s per (32, 128) step
+# against 0.55 s in fp32 on one thread. Sizing: at
 # that speed an epoch (33 batches) plus its evaluation takes about 15 s, so 40 epochs about ten
 # minutes on one idle core; with the CPU shared, 12 epochs took 272 s (docs/results/attention.md).
 _RECIPE = {"epochs": 40, "batch_size": 32, "lr": 2e-3, "optimizer": "adamw", "weight_decay": 0.1,
-           "schedule": "cosine", "warmup_steps": 100, "grad_clip": 1.0, "precision": "bf16"}
+           "schedule": "cosine", "warmup_steps": 100, "grad_clip": 1.0}
 
 register_model("gpt-lm", config=GPTConfig, task="timemachine", chapter="attention",
                description="GPT (pre-norm causal Transformer) character language model on The Time Machine",

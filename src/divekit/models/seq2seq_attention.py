@@ -123,7 +123,7 @@ def build_attention_seq2seq(config: AttentionSeq2SeqConfig) -> AttentionSeq2Seq:
     description="GRU encoder-decoder with Bahdanau (additive) attention over the encoder outputs",
     # 10 epochs: 49 minutes on one core of the 2-core CPU (docs/results/attention.md).
     recipe={"epochs": 10, "batch_size": 128, "lr": 0.004, "optimizer": "adam", "schedule": "cosine",
-            "warmup_steps": 200, "grad_clip": 1.0, "label_smoothing": 0.1, "precision": "bf16"},
+            "warmup_steps": 200, "grad_clip": 1.0, "label_smoothing": 0.1},
 )
 def build(config: AttentionSeq2SeqConfig) -> nn.Module:
     return build_attention_seq2seq(config)

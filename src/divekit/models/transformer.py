@@ -239,7 +239,7 @@ def build_transformer(config: TransformerConfig) -> Transformer:
     description="Transformer encoder-decoder (post-norm), tied embeddings, cached incremental decoding",
     # 7 epochs: 54 minutes on one core of the 2-core CPU (docs/results/attention.md).
     recipe={"epochs": 7, "batch_size": 256, "lr": 0.001, "optimizer": "adam", "schedule": "cosine",
-            "warmup_steps": 1000, "grad_clip": 1.0, "label_smoothing": 0.1, "precision": "bf16"},
+            "warmup_steps": 1000, "grad_clip": 1.0, "label_smoothing": 0.1},
 )
 def build(config: TransformerConfig) -> nn.Module:
     return build_transformer(config)

@@ -169,15 +169,11 @@ def render_report(results: list[tuple[Path, dict[str, Any]]], *, title: str = "d
 
 
 def measured_full_tour() -> str | None:
-    """How long ``divekit tour --full`` took when it was measured, or None if it never was."""
-    from divekit.experiments.base import measured_tour_seconds
+    """How long ``divekit tour --full`` takes as measured, or None if it never was."""
+    from divekit.experiments.base import describe_tour_seconds, measured_tour_seconds
 
     record = measured_tour_seconds("full")
-    if not record or not record.get("experiments"):
-        return None
-    minutes = sum(record["experiments"].values()) / 60
-    return f"about {minutes:,.0f} min (measured {record.get('date', 'on an unrecorded date')} on " \
-           f"{record.get('machine', 'an unrecorded machine')})"
+    return describe_tour_seconds(record) if record else None
 
 
 def build_report(results: list[tuple[Path, dict[str, Any]]], out: Path, *, title: str = "divekit report",

@@ -1,5 +1,6 @@
 """The one training loop every divekit model uses.
 
+    resolve precision "auto" (fp32 or bf16) by timing a step of each on the first batch
     for epoch:
         for batch in task.train_loader:         # this rank's shard of each global batch
             loss = task.step(model, batch)       # mean over the batch's items
@@ -18,7 +19,6 @@ stops at once and keeps the last checkpoint written.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -33,8 +33,9 @@ from tqdm.auto import tqdm
 
 from divekit import seeding
 from divekit.errors import DivekitError, NonFiniteLossError
+from divekit.train import precision
 from divekit.train.checkpoint import load_model_state, save_checkpoint
-from divekit.train.config import TrainConfig
+from divekit.train.config import TrainConfig, resolve_device
 from divekit.train.distributed import DistInfo, all_reduce_sum, barrier
 from divekit.train.rundir import RunDir
 from divekit.train.stop import Abort, StopRequest
@@ -46,19 +47,6 @@ class TrainingInterrupted(DivekitError):
     """Ctrl-C during training: a checkpoint was saved and the run can be resumed."""
 
     exit_code = 130
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DivekitError(f"unknown device '{name}'; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DivekitError("--device cuda was asked for but no CUDA device is available")
-    return device
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -132,6 +120,7 @@ class Trainer:
         self.global_step = 0
         self.partial = {"loss_sum": 0.0, "count": 0.0, "correct": 0.0, "seconds": 0.0}
         self.best_value: float | None = None
+        self.precision_choice: precision.PrecisionChoice | None = None
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if not self.dist.enabled:
@@ -198,9 +187,19 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- loop
     def autocast(self):
-        if self.config.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return precision.autocast(self.config.precision, self.device)
+
+    def _resolve_precision(self, loader) -> None:
+        """Resolve ``precision="auto"`` once, at the start, into ``self.config``: every checkpoint then
+        stores the concrete precision, which a resumed run keeps; ``precision_choice`` says why."""
+        loader.set_epoch(self.epoch)
+        batch = self._place(next(iter(batches_from(loader, 0))))
+        choice = precision.choose_for_task(self.model, self.task, batch, self.device, epoch=self.epoch,
+                                           model_name=self.model_name, model_config=self.model_config,
+                                           dist=self.dist)
+        self.config.precision = choice.precision
+        self.precision_choice = choice
+        self.log(choice.line())
 
     def fit(self) -> TrainResult:
         """Train from the current state to ``config.epochs`` epochs."""
@@ -209,6 +208,8 @@ class Trainer:
             if self.run_dir is not None and self.dist.is_main:
                 (self.run_dir / "metrics.jsonl").write_text("")  # a fresh run's log starts empty
         loader = self.task.train_loader(self.dist)
+        if self.config.precision == "auto":
+            self._resolve_precision(loader)
         total_steps = self.config.epochs * len(loader)
         start = time.perf_counter()
         with StopRequest(self.log) as stop:
