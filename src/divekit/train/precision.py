@@ -148,7 +148,8 @@ def _busy_note() -> str:
         load, cores = os.getloadavg()[0], os.cpu_count() or 1
     except OSError:
         return ""
-    return f"; measured while the CPU was busy (load {load:.1f} on {cores} cores)" if load > cores else ""
+    others = load - min(torch.get_num_threads(), cores)  # this process's own threads count in the load
+    return f"; measured while the CPU was busy (load {load:.1f} on {cores} cores)" if others > 0.5 else ""
 
 
 def decide(fp32_s: float, bf16_s: float) -> PrecisionChoice:
