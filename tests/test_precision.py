@@ -21,6 +21,12 @@ CPU = torch.device("cpu")
 NATIVE = {"avx512_bf16": True}
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Each test here starts from an empty cache of its own."""
+    monkeypatch.setenv("DIVEKIT_PRECISION_CACHE", str(tmp_path / "precision.json"))
+
+
 def _loss_of(x: torch.Tensor, y: torch.Tensor):
     return lambda m: F.cross_entropy(m(x).float(), y)
 
@@ -85,6 +91,14 @@ def test_the_measured_choice_is_cached_per_key(monkeypatch):
     assert other != key
     precision.choose(make_model(), _loss_of(*_data()), CPU, key=other, flags=NATIVE)
     assert len(calls) == 2
+
+
+def test_the_cache_file_can_be_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIVEKIT_PRECISION_CACHE", str(tmp_path / "elsewhere.json"))
+    assert precision._cache_path() == tmp_path / "elsewhere.json"
+    monkeypatch.delenv("DIVEKIT_PRECISION_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert precision._cache_path() == tmp_path / "xdg" / "divekit" / "precision.json"
 
 
 def test_a_damaged_cache_is_measured_again(monkeypatch):

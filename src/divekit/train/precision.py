@@ -11,7 +11,8 @@ The rule, in order:
   Small models are bound by per-operation overhead, which autocast's casts only add to, so they
   stay in fp32; large convolutions and matrix products gain.
 
-The measured choice is kept in ``$XDG_CACHE_HOME/divekit/precision.json`` under the model, its
+The measured choice is kept in ``$XDG_CACHE_HOME/divekit/precision.json`` (or the file
+``$DIVEKIT_PRECISION_CACHE`` names) under the model, its
 configuration, the batch shape, the CPU, the thread count and the torch version, so that the next
 run of the same model on the same machine makes the same choice and, with the same seed, gives the
 same figures. Every run records its choice and why (``PrecisionChoice``).
@@ -67,7 +68,9 @@ def autocast(precision: str, device: torch.device):
 
 
 def _cache_path() -> Path:
-    return cache_dir() / CACHE_FILE
+    """``$DIVEKIT_PRECISION_CACHE`` if set (a file), else ``precision.json`` in the user cache."""
+    override = os.environ.get("DIVEKIT_PRECISION_CACHE")
+    return Path(override) if override else cache_dir() / CACHE_FILE
 
 
 def _read_cache() -> dict[str, Any]:
