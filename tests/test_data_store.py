@@ -118,6 +118,16 @@ def test_a_flipped_byte_is_refused_and_never_returned(dirs: dict[str, Path], at:
         store.locate("toy/plain")
 
 
+def test_a_copy_altered_after_a_good_load_is_refused(dirs: dict[str, Path]) -> None:
+    """Loads within one process reuse verified contents only while the file is the one verified."""
+    path = _put(dirs["data"], "toy/plain.txt", PLAIN)
+    assert store.load_bytes("toy/plain") == PLAIN
+    assert store.load_bytes("toy/plain") == PLAIN  # the second load is served from memory
+    path.write_bytes(_flip(PLAIN, 3))  # same size, new modification time
+    with pytest.raises(ChecksumError):
+        store.load_bytes("toy/plain")
+
+
 def test_corrupted_gzip_payload_is_refused(dirs: dict[str, Path]) -> None:
     # Flip a payload byte before compressing, so the gzip itself is valid but its content is not.
     bad = _flip(PACKED, 1000)

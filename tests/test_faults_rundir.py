@@ -204,3 +204,15 @@ def test_commands_take_a_run_directory_for_its_best_checkpoint(tmp_path, capsys)
     assert "best.pt" in capsys.readouterr().out
     assert main(["evaluate", "--checkpoint", str(tmp_path)]) == 4
     one_error_line(capsys, "holding no checkpoint")
+
+
+def test_payload_digest_is_stable_across_versions():
+    """The digest of a fixed payload, pinned when version 2 was introduced: a faster hash must write
+    the same bytes, or every checkpoint saved before it would be refused as altered."""
+    from divekit.train.checkpoint import payload_digest
+
+    payload = {"model": "x", "vocab": {"idx_to_token": ["<unk>", "é", "a b"], "token_freqs": [["é", 3], ["a", 2]],
+                                       "min_freq": 1},
+               "vals": [1, 2.5, True, None, "s", (1, "t"), b"by", [[1, 2], [3]]],
+               "t": torch.arange(6, dtype=torch.float32).reshape(2, 3), "e": torch.zeros(0)}
+    assert payload_digest(payload) == "5ab692c9630fdbadbaf1d0b73f67e8e6dcbb4f7effab40a319460cfe172b5023"

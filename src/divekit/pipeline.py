@@ -19,6 +19,8 @@ Where a run's files go (:mod:`divekit.train.rundir` holds the directory rules):
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -178,8 +180,9 @@ def train_model(
     run = None
     try:
         seeding.seed_global(train_config.seed, "init")  # initial weights: their own stream
-        model = spec.build(model_config)
-        task = make_task(spec.task, model_config, train_config, limit=limit)
+        stored = plan.ckpt["task_state"] if plan.ckpt is not None else None
+        model = _build(spec, model_config, from_checkpoint=stored is not None)
+        task = make_task(spec.task, model_config, train_config, limit=limit, state=stored)
         run = _open_run_dir(name, plan, dist)
         trainer = Trainer(
             model, task, train_config, model_name=name, model_config=config_to_dict(model_config),
@@ -211,9 +214,10 @@ def _finish(spec, trainer, task, result, model_config, train_config, limit, run_
     selected, selected_epoch, selection = dict(final), final_epoch, "final"
     if result.best_checkpoint is not None and result.best_checkpoint.exists():
         best = load_checkpoint(result.best_checkpoint, expect_model=spec.name)
-        load_model_state(trainer.model, best["model_state"], source=str(result.best_checkpoint))
-        selected = {f"test_{k}": v for k, v in task.evaluate(trainer.model, "test").items()}
         selected_epoch, selection = int(best["epoch"]), "best validation"
+        if selected_epoch != final_epoch:  # else the best weights are the final ones, just scored
+            load_model_state(trainer.model, best["model_state"], source=str(result.best_checkpoint))
+            selected = {f"test_{k}": v for k, v in task.evaluate(trainer.model, "test").items()}
     results = {
         "model": spec.name,
         "task": spec.task,
@@ -253,9 +257,19 @@ def load_trained(checkpoint: Path, *, data_limit: int | None = None, option_pair
     ckpt = load_checkpoint(checkpoint)
     spec = get_model(ckpt["model"])
     model_config = model_config_from_dict(spec, {**ckpt["model_config"], **parse_options(spec, list(option_pairs))})
-    model = spec.build(model_config)
+    model = _build(spec, model_config, from_checkpoint=True)
     load_model_state(model, ckpt["model_state"], source=str(checkpoint))
     model.eval()
-    task = make_task(spec.task, model_config, TrainConfig.from_dict(ckpt["train_config"]), limit=data_limit)
+    task = make_task(spec.task, model_config, TrainConfig.from_dict(ckpt["train_config"]), limit=data_limit,
+                     state=ckpt["task_state"])
     return spec, model, task, ckpt
+
+
+def _build(spec, model_config: Any, *, from_checkpoint: bool) -> torch.nn.Module:
+    """The model of ``model_config``. When its weights will come from a checkpoint, a ``pretrained``
+    start file (bert-question's encoder) is not read: the run needs only its own checkpoint, even
+    after that file has moved or gone. The config itself still names it, as the run's provenance."""
+    if from_checkpoint and getattr(model_config, "pretrained", ""):
+        model_config = dataclasses.replace(model_config, pretrained="")
+    return spec.build(model_config)
 

@@ -339,11 +339,32 @@ def _download(file: DataFile) -> tuple[Path, bytes]:
 # ------------------------------------------------------------------------------------- public API
 
 
+# Verified contents by key, with the file's identity when it was read: a tour loads Fashion-MNIST
+# some thirty times, and decompressing and hashing it each time cost seconds. A file replaced or
+# touched since (another size, mtime or inode) is read and verified again.
+_VERIFIED: dict[str, tuple[tuple[str, int, int, int] | None, bytes]] = {}
+
+
+def _identity(path: Path) -> tuple[str, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # reading it will say what is wrong
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
+
+
 def _obtain(key: str, download: bool) -> tuple[Path, bytes]:
     file = get_file(key)
     path = _find(file)
     if path is not None:
-        return path, _verified(file, _read(path), path)
+        identity = _identity(path)
+        cached = _VERIFIED.get(key)
+        if identity is not None and cached is not None and cached[0] == identity:
+            return path, cached[1]
+        data = _verified(file, _read(path), path)
+        if identity is not None:
+            _VERIFIED[key] = (identity, data)
+        return path, data
     if not download or offline():
         raise _missing_error(file, "downloading was not allowed" + (" (DIVEKIT_OFFLINE is set)" if download else ""))
     return _download(file)

@@ -8,6 +8,7 @@ config and the command line's data options.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable
 from typing import Any
@@ -38,9 +39,19 @@ def _load_all() -> None:
         importlib.import_module(f"{__name__}.{info.name}")
 
 
-def make_task(name: str, model_config: Any, train_config: TrainConfig, *, limit: int | None = None) -> Task:
-    """Build the task ``name`` for a model with ``model_config``; ``limit`` caps the training examples."""
+def make_task(name: str, model_config: Any, train_config: TrainConfig, *, limit: int | None = None,
+              state: dict[str, Any] | None = None) -> Task:
+    """Build the task ``name`` for a model with ``model_config``; ``limit`` caps the training examples.
+
+    ``state`` is the task state a checkpoint stored, when the task is rebuilt to resume or evaluate
+    that checkpoint. A factory with a ``state`` parameter takes from it what it would otherwise read
+    from another file (bert-question: the pretrained encoder's vocabulary); the others rebuild
+    everything from the data, and their state is compared with the stored one where it matters.
+    """
     _load_all()
     if name not in TASKS:
         raise UnknownNameError(f"unknown task '{name}'{suggest(name, TASKS)}")
-    return TASKS[name](model_config, train_config, limit=limit)
+    factory = TASKS[name]
+    if state is not None and "state" in inspect.signature(factory).parameters:
+        return factory(model_config, train_config, limit=limit, state=state)
+    return factory(model_config, train_config, limit=limit)

@@ -132,8 +132,13 @@ def pretrained_vocab(path: str) -> Vocab:
 
 
 @register_task(TASK_NAME)
-def make(model_config: Any, train_config: TrainConfig, *, limit: int | None = None) -> QuestionTask:
-    # The sentences must be read with the words the encoder was pretrained on.
-    vocab = pretrained_vocab(model_config.pretrained) if model_config.pretrained else None
+def make(model_config: Any, train_config: TrainConfig, *, limit: int | None = None,
+         state: dict[str, Any] | None = None) -> QuestionTask:
+    # The sentences must be read with the words the encoder was pretrained on: those this run's own
+    # checkpoint stored when there is one, so that the pretraining file is needed only to start.
+    if state is not None:
+        vocab = Vocab.from_state(state["vocab"])
+    else:
+        vocab = pretrained_vocab(model_config.pretrained) if model_config.pretrained else None
     return QuestionTask(num_steps=model_config.num_steps, batch_size=train_config.batch_size,
                         vocab_size=model_config.vocab_size, vocab=vocab, seed=train_config.seed, limit=limit)

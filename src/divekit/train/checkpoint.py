@@ -17,6 +17,7 @@ import hashlib
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -30,12 +31,42 @@ FORMAT = "divekit-checkpoint"
 VERSION = 2  # 2: the payload digest
 
 
+_SCALARS = (bool, int, float)
+
+
+def _scalar_bytes(value: Any) -> bytes | None:
+    """The bytes :func:`_feed` writes for a string or a plain scalar, or None for anything else."""
+    kind = type(value)
+    if kind is str:
+        data = value.encode()
+        return b"S%d:" % len(data) + data
+    if value is None or kind in _SCALARS:
+        return f"{kind.__name__}:{value!r};".encode()
+    return None
+
+
+def _flat_bytes(value: Any) -> bytes | None:
+    """What :func:`_feed` writes for a scalar, or for a list or tuple of scalars (a vocabulary's
+    ``[token, count]`` pairs); None for anything else."""
+    data = _scalar_bytes(value)
+    if data is not None or type(value) not in (list, tuple):
+        return data
+    parts = [_scalar_bytes(item) for item in value]
+    if None in parts:
+        return None
+    return f"{'L' if type(value) is list else 'U'}{len(value)}".encode() + b"".join(parts)  # type: ignore[arg-type]
+
+
 def _feed(h: "hashlib._Hash", value: Any) -> None:
-    """Hash ``value`` unambiguously: a type tag, then its content (lengths before variable parts)."""
+    """Hash ``value`` unambiguously: a type tag, then its content (lengths before variable parts).
+
+    The strings, numbers and ``[token, count]`` pairs of a list go to the hash in one call
+    (vocabularies hold tens of thousands of them); the bytes are the same as one call per item.
+    """
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")  # the buffer, not a copy
     elif isinstance(value, dict):
         h.update(f"D{len(value)}".encode())
         for key in sorted(value, key=lambda k: (type(k).__name__, str(k))):
@@ -43,14 +74,22 @@ def _feed(h: "hashlib._Hash", value: Any) -> None:
             _feed(h, value[key])
     elif isinstance(value, (list, tuple)):
         h.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}".encode())
+        pending: list[bytes] = []
         for item in value:
+            data = _flat_bytes(item)
+            if data is not None:
+                pending.append(data)
+                continue
+            h.update(b"".join(pending))
+            pending.clear()
             _feed(h, item)
-    elif isinstance(value, str):
-        data = value.encode()
-        h.update(f"S{len(data)}:".encode() + data)
+        h.update(b"".join(pending))
     elif isinstance(value, bytes):
         h.update(f"B{len(value)}:".encode() + value)
-    elif value is None or isinstance(value, (bool, int, float)):
+    elif isinstance(value, str):
+        data = value.encode()
+        h.update(b"S%d:" % len(data) + data)
+    elif value is None or isinstance(value, _SCALARS):
         h.update(f"{type(value).__name__}:{value!r};".encode())
     else:
         raise TypeError(f"a checkpoint holds plain data only, not {type(value).__name__}")
@@ -69,13 +108,25 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     A crash mid-write leaves the previous checkpoint intact, never a truncated one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "version": VERSION, **payload}
     data["digest"] = payload_digest(data)
+    return _write_atomically(path, lambda f: torch.save(data, f))
+
+
+def copy_checkpoint(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy the checkpoint file ``source`` to ``path`` atomically, byte for byte (``best.pt`` is
+    the epoch's ``checkpoint.pt``: copying it costs a fraction of serialising the state again)."""
+    with open(source, "rb") as src:
+        return _write_atomically(Path(path), lambda f: shutil.copyfileobj(src, f, 1 << 20))
+
+
+def _write_atomically(path: Path, write) -> Path:
+    """Run ``write(file)`` on a temporary file beside ``path``, sync it, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
