@@ -48,6 +48,11 @@ TARGETS = [
      lambda r: r["metrics"]["seq2seq_attention_bleu_greedy"], lambda v, _: v >= 10),
     ("translation", "seq2seq translates (>= 10 test BLEU, greedy)",
      lambda r: r["metrics"]["test_bleu_greedy"], lambda v, _: v >= 10),
+    ("bert-labels", "BERT fine-tuned from its pretraining beats the majority answer with 1,000 labels",
+     lambda r: r["metrics"]["pretrained_1000_test_accuracy"], lambda v, r: v > r["metrics"]["constant_test_accuracy"]),
+    ("bert-labels", "pretraining helps at 1,000 labels (pretrained above scratch)",
+     lambda r: r["metrics"]["pretrained_1000_test_accuracy"] - r["metrics"]["scratch_1000_test_accuracy"],
+     lambda v, _: v > 0),
 ]
 
 

@@ -44,6 +44,36 @@ def test_every_budget_is_fine_tuned_from_the_encoder_and_from_scratch(tmp_path, 
     statements = sum(s[-1] != "?" for s in tiny_text["test"]) / len(tiny_text["test"])
     assert result["metrics"]["constant_test_accuracy"] == pytest.approx(statements)
     assert (out / "bert_labels.png").stat().st_size > 0
+    probe, weights = result["tables"][1], result["tables"][2]
+    assert [row[0] for row in probe["rows"]] == ["ELMo-style mix of all layers", "top layer only"]
+    assert all(0 <= row[1] <= 1 for row in probe["rows"])
+    assert [row[0] for row in weights["rows"]] == ["embedding", "block 1"]  # one block in the tiny encoder
+    assert sum(row[1] for row in weights["rows"]) == pytest.approx(1.0)
+    assert (out / "bert_layer_weights.png").stat().st_size > 0
+
+
+def test_the_layer_features_average_each_sentence_over_its_real_tokens_only():
+    import torch
+
+    from divekit.models.bert import BERTConfig, BERTEncoder
+
+    torch.manual_seed(0)
+    encoder = BERTEncoder(BERTConfig(vocab_size=26, max_len=16, d_model=16, num_heads=2, layers=2, ffn_hidden=32,
+                                     dropout=0.0, num_steps=8)).eval()
+    tokens = torch.randint(6, 26, (3, 8))
+    valid = torch.tensor([8, 5, 2])
+    labels = torch.tensor([0, 1, 0])
+    features, got = bert_labels.layer_features(encoder, (tokens, torch.zeros_like(tokens), valid, labels))
+    assert features.shape == (3, 3, 1, 16) and torch.equal(got, labels)  # (L+1, N, 1, D)
+    states = encoder.hidden_states(tokens, None, valid)
+    assert torch.equal(states[-1], encoder(tokens, None, valid))
+    for layer, state in enumerate(states):
+        for i, n in enumerate(valid.tolist()):
+            torch.testing.assert_close(features[layer, i, 0], state[i, :n].mean(0))
+    padded = tokens.clone()
+    padded[1, 5:] = 7  # other words after the valid length change nothing
+    again, _ = bert_labels.layer_features(encoder, (padded, torch.zeros_like(tokens), valid, labels))
+    torch.testing.assert_close(again, features)
 
 
 @pytest.mark.parametrize("options, message", [

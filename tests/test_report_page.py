@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from pathlib import Path
 
 import pytest
 from report_fixtures import FIXTURE_RECORDS, write_fixture_results
@@ -63,6 +64,22 @@ def test_every_chapter_opens_with_an_introduction_naming_real_modules(page):
             assert importlib.util.find_spec(module) is not None, f"{key}: {module} does not exist"
     assert INTROS["cnn"].equation in page and INTROS["generalization"].equation in page
     assert INTROS["attention"].equation not in page  # only chapters with results are shown
+
+
+def test_chapter_parts_open_before_their_experiment_and_name_real_modules():
+    from divekit.registry import EXPERIMENTS, load_all
+    from divekit.report.chapters import PARTS
+
+    load_all()
+    for name, part in PARTS.items():
+        assert name in EXPERIMENTS, name
+        for module in part.modules:
+            assert importlib.util.find_spec(module) is not None, f"{name}: {module} does not exist"
+    result = {"name": "bert-labels", "title": "t", "chapter": "attention", "mode": "quick", "summary": "s"}
+    page = render_report([(Path("."), result)], records={})
+    part = PARTS["bert-labels"]
+    assert page.index(part.title) < page.index('<article id="bert-labels">')
+    assert part.equation in page
 
 
 def test_quick_tour_page_explains_itself(page):

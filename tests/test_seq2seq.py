@@ -18,7 +18,7 @@ from divekit.errors import DivekitError, ShapeError
 from divekit.models.seq2seq import Seq2SeqConfig, build_seq2seq
 from divekit.nn.masked_loss import masked_cross_entropy, select_real
 from divekit.registry import create_model, get_model
-from divekit.tasks.translation import BucketLoader, Translation, make_vocab, trim
+from divekit.tasks.translation import BucketLoader, Translation, make_vocab, training_vocab, trim
 from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo
 from divekit.train.trainer import Trainer
@@ -231,6 +231,16 @@ def test_vocabularies_are_cut_by_frequency_and_stored_as_plain_data():
     assert state["tgt_vocab"]["idx_to_token"] == task.tgt_vocab.idx_to_token and state["num_steps"] == 8
     with pytest.raises(DivekitError, match="at most 19"):
         make_vocab([t for _, t in task.pairs["train"]], 25, side="target")
+
+
+def test_a_split_is_counted_once_and_a_changed_split_afresh():
+    train = reversal_pairs(60, 0)
+    first = training_vocab(train, 10, side="source")
+    assert first == make_vocab([s for s, _ in train], 10, side="source")
+    assert training_vocab(train, 12, side="source") == make_vocab([s for s, _ in train], 12, side="source")
+    other = [(src + ["zz", "zz"], tgt) for src, tgt in train]  # a new split object: counted again
+    assert "zz" in training_vocab(other, 12, side="source") and "zz" not in first
+    assert training_vocab(other, 12, side="target") == make_vocab([t for _, t in other], 12, side="target")
 
 
 def test_the_trainer_learns_reversal_on_reversal_pairs(tmp_path):

@@ -3,7 +3,8 @@
 The experiments that train models run here as the tour runs them (quick mode, the same code that
 writes their checkpoints), shrunk to a few hundred examples and tiny widths; then each checkpoint
 found in their directories goes through ``divekit evaluate`` (by file and by run directory) and,
-by task, ``sample`` and ``lm-evaluate`` or ``translate`` and ``mt-evaluate``.
+by task, ``sample`` and ``lm-evaluate`` or ``translate`` and ``mt-evaluate``. The fine-tuned BERT
+checkpoints are evaluated after their pretraining file has been moved away: they carry what they need.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import pytest
 
 from divekit.cli import main
 from divekit.errors import DivekitError
-from divekit.experiments import attention, char_lm, cnn_compare, fashion_mnist_baselines, translation
+from divekit.experiments import attention, bert_labels, char_lm, cnn_compare, fashion_mnist_baselines, translation
 from divekit.experiments.base import run_experiment
+from divekit.tasks import masked_lm, question
 from divekit.tasks import translation as mt_task
 from divekit.train.checkpoint import load_checkpoint
 
 from conftest import needs_fashion_mnist
+from test_bert_question import synthetic
 
 TINY_GRU = {"src_vocab_size": 400, "tgt_vocab_size": 400, "embed_size": 16, "hidden_size": 16, "num_layers": 1,
             "num_steps": 10}
@@ -54,6 +57,12 @@ def tiny_tour(monkeypatch):
     monkeypatch.setattr(cnn_compare, "QUICK", {"BN-LeNet": {"epochs": 1}})
     monkeypatch.setattr(cnn_compare, "QUICK_LIMIT", 256)
     monkeypatch.setattr(fashion_mnist_baselines, "QUICK_LIMIT", 256)
+    # BERT: synthetic English for pretraining and the question task, a one-block encoder.
+    text = {"train": synthetic(300, 0), "val": synthetic(60, 1), "test": synthetic(60, 2)}
+    monkeypatch.setattr(question, "real_sentences", lambda: text)
+    monkeypatch.setattr(masked_lm, "real_pieces", lambda: text)
+    monkeypatch.setattr(bert_labels, "ENCODER", {"vocab_size": 26, "d_model": 16, "num_heads": 2, "ffn_hidden": 32,
+                                                 "layers": 1, "max_len": 16, "num_steps": 8})
     monkeypatch.setattr(fashion_mnist_baselines, "MODELS", [
         (label, name, options, full, {**quick, "epochs": 1}) for label, name, options, full, quick in
         fashion_mnist_baselines.MODELS if name == "softmax-regression" or options])
@@ -78,14 +87,21 @@ def test_every_tour_checkpoint_works_with_every_command(tmp_path, capsys):
     tour = tmp_path / "tour"
     for name in ("fashion-mnist-baselines", "char-lm", "translation", "attention", "cnn-compare"):
         run_experiment(name, tour / name, quick=True, progress=False)
+    run_experiment("bert-labels", tour / "bert-labels", quick=True, progress=False, options={"budgets": "20"})
     summary = (tour / "attention" / "results.json").read_text()
     assert "The seq2seq model is the translation experiment's, trained once for both sections." in summary
     checkpoints = sorted(tour.rglob("best.pt"))
     tasks = {path: load_checkpoint(path)["task"] for path in checkpoints}
     models = {load_checkpoint(path)["model"] for path in checkpoints}
-    # What the tour writes: image classifiers, character LMs and the three translation models.
-    assert set(tasks.values()) == {"fashion-mnist", "timemachine", "fra-eng"}
-    assert {"seq2seq", "seq2seq-attention", "transformer", "lstm-lm", "bn-lenet", "lenet"} <= models
+    # What the tour writes: image classifiers, character LMs, the three translation models, BERT
+    # pretrained and fine-tuned.
+    assert set(tasks.values()) == {"fashion-mnist", "timemachine", "fra-eng", "masked-lm", "eng-question"}
+    assert {"seq2seq", "seq2seq-attention", "transformer", "lstm-lm", "bn-lenet", "lenet", "bert",
+            "bert-question"} <= models
+    encoder = tour / "bert-labels" / "bert"
+    encoder.rename(tour / "bert-moved")
+    tasks = {(tour / "bert-moved" / p.relative_to(encoder) if p.is_relative_to(encoder) else p): t
+             for p, t in tasks.items()}
     for path, task in tasks.items():
         for argv in commands_for(path, task):
             capsys.readouterr()

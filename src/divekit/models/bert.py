@@ -86,14 +86,20 @@ class BERTEncoder(nn.Module):
 
     def forward(self, tokens: Tensor, segments: Tensor | None = None, valid_lens: Tensor | None = None) -> Tensor:
         """``tokens (B, T)``, ``segments (B, T)`` (default all 0), ``valid_lens (B,)`` (default T) -> ``(B, T, D)``."""
+        return self.hidden_states(tokens, segments, valid_lens)[-1]
+
+    def hidden_states(self, tokens: Tensor, segments: Tensor | None = None,
+                      valid_lens: Tensor | None = None) -> list[Tensor]:
+        """The embedding layer's output and every block's: ``L + 1`` tensors ``(B, T, D)`` (an ELMo-style
+        mix weighs them; the last is :meth:`forward`'s output)."""
         check_inputs(tokens, segments, valid_lens, self.config.vocab_size)
         if segments is None:
             segments = torch.zeros_like(tokens)
         x = self.positional(self.token(tokens) + self.segment(segments))  # (B, T, D)
-        x = self.dropout(self.norm(x))
+        states = [self.dropout(self.norm(x))]
         for block in self.blocks:
-            x = block(x, valid_lens=valid_lens)  # keys past valid_lens hidden from every query
-        return x
+            states.append(block(states[-1], valid_lens=valid_lens))  # keys past valid_lens hidden from every query
+        return states
 
 
 class MaskLMHead(nn.Module):

@@ -17,6 +17,16 @@ class ChapterIntro:
     notebook: str  # the chapter's notebook, relative to the repository root
 
 
+@dataclass(frozen=True)
+class PartIntro:
+    """A part of a chapter, opening before the section of one experiment: a title, then as a chapter."""
+
+    title: str
+    idea: str
+    equation: str
+    modules: tuple[str, ...]
+
+
 INTROS: dict[str, ChapterIntro] = {
     "foundations": ChapterIntro(
         "A classifier turns an image into scores, the softmax turns scores into class probabilities, and "
@@ -74,5 +84,18 @@ INTROS: dict[str, ChapterIntro] = {
         "Y[i, j] = Σ_a Σ_b X[i + a, j + b] · K[a, b] + b,   output size ⌊(H + 2p − k) / s⌋ + 1",
         ("divekit.nn.conv", "divekit.nn.pooling", "divekit.models.resnet"),
         "notebooks/08_cnns.py",
+    ),
+}
+
+# Parts by the experiment whose section they open before.
+PARTS: dict[str, PartIntro] = {
+    "bert-labels": PartIntro(
+        "Transformers today: GPT and BERT",
+        "GPT keeps the Transformer's decoder only: causal self-attention over the text so far, trained to "
+        "predict the next token (divekit train gpt-lm). BERT keeps the encoder only: it reads the whole "
+        "sentence, learns by restoring hidden words from unlabelled text, and is then fine-tuned on a task "
+        "with few labels, which is what the experiment below measures.",
+        "GPT: max Σₜ log P(xₜ | x₁ … xₜ₋₁);   BERT: max Σ over i ∈ M of log P(xᵢ | x with the positions in M masked)",
+        ("divekit.models.gpt", "divekit.models.bert", "divekit.tasks.masked_lm", "divekit.tasks.question"),
     ),
 }

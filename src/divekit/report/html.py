@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 
 from divekit.registry import CHAPTERS
-from divekit.report.chapters import INTROS
+from divekit.report.chapters import INTROS, PARTS
 from divekit.report.formatting import (
     Cell,
     Table,
@@ -122,7 +122,7 @@ def _command(r: dict[str, Any]) -> str:
 def _section(directory: Path, r: dict[str, Any], records: list[RecordedRun]) -> dict[str, Any]:
     seconds = r.get("wall_seconds")
     return {
-        "name": r["name"], "title": r.get("title", r["name"]), "mode": r.get("mode", ""),
+        "name": r["name"], "title": r.get("title", r["name"]), "mode": r.get("mode", ""), "part": PARTS.get(r["name"]),
         "command": _command(r), "date": _when(r.get("date")),
         "seconds": f"{seconds:,.1f} s" if isinstance(seconds, (int, float)) else "time not recorded",
         "summary": r.get("summary", ""), "modes": r.get("modes", ""),
