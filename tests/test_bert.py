@@ -201,3 +201,61 @@ def test_divekit_train_bert_runs_on_the_real_text(tmp_path, capsys):
     assert "bert: test_loss" in out and "test_accuracy" in out and (tmp_path / "bert" / "best.pt").is_file()
     assert main(["train", "bert", "-o", "vocab_size=100000", "--epochs", "1"]) == 2
     assert "vocab_size must lie in" in capsys.readouterr().err
+
+
+# --- next-sentence prediction ------------------------------------------------------------------
+
+
+def test_next_pieces_are_the_successor_half_the_time_and_never_it_otherwise():
+    from divekit.tasks.masked_lm import next_pieces
+
+    followers, is_next = next_pieces(4001, seed=3)
+    assert len(followers) == len(is_next) == 2000
+    assert abs(sum(is_next) / 2000 - 0.5) < 0.04  # 4 standard deviations of a fair coin over 2000
+    for k, (j, label) in enumerate(zip(followers, is_next)):
+        assert (j == 2 * k + 1) == bool(label) and 0 <= j < 4001
+    assert (followers, is_next) == next_pieces(4001, seed=3)
+    assert next_pieces(4001, seed=4) != (followers, is_next)
+
+
+def _two_group_pieces(n: int, seed: int) -> list[list[str]]:
+    """Each A piece holds words of one group and its successor B words of another. A random follower is
+    another A (detectably not next) or another B (indistinguishable): 75% is the best accuracy."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        out += [rng.sample(WORDS[:8], 4), rng.sample(WORDS[8:18], 4)]
+    return out
+
+
+def test_nsp_examples_carry_their_labels_and_the_model_learns_them(tmp_path):
+    from divekit.tasks.masked_lm import make_vocab
+
+    pieces = {"train": _two_group_pieces(300, 0), "val": _two_group_pieces(100, 1), "test": _two_group_pieces(60, 2)}
+    vocab = make_vocab(pieces["train"], 22)
+    tokens, segments, valid, is_next = build_examples(pieces["val"], vocab, 16, nsp_seed=5)
+    for i in range(len(is_next)):
+        b = vocab.to_tokens(tokens[i, : int(valid[i])])
+        b = b[b.index(SEP) + 1: -1]
+        assert (b == pieces["val"][2 * i + 1]) == bool(is_next[i])
+    spec = get_model("bert")
+    task = MaskedLMTask(vocab_size=22, num_steps=16, batch_size=16, pieces=pieces, nsp=True)
+    torch.manual_seed(0)
+    model = spec.build(spec.make_config({**TINY, "vocab_size": 22, "nsp": True}))
+    assert task.evaluate(model, "val")["nsp_accuracy"] < 0.6
+    trainer = Trainer(model, task, TrainConfig(epochs=6, lr=3e-3, optimizer="adam", grad_clip=1.0),
+                      model_name="bert", model_config={}, run_dir=tmp_path, progress=False, log=lambda *_: None)
+    trainer.fit()
+    assert task.evaluate(model, "val")["nsp_accuracy"] > 0.62
+
+
+def test_the_nsp_head_is_for_pretraining_only():
+    model = tiny_bert()
+    tokens = torch.randint(FIRST_WORD, 40, (2, 6))
+    with pytest.raises(DivekitError, match="nsp=True"):
+        model.pretraining_logits(tokens, torch.zeros_like(tokens), torch.tensor([6, 4]), tokens > 0)
+    nsp = tiny_bert(nsp=True)
+    mlm, sentence = nsp.pretraining_logits(tokens, torch.zeros_like(tokens), torch.tensor([6, 4]), tokens > 20)
+    assert mlm.shape == (int((tokens > 20).sum()), 40) and sentence.shape == (2, 2)

@@ -93,3 +93,13 @@ def test_a_tiny_classifier_learns_questions_from_their_words(tmp_path):
                       log=lambda *_: None)
     trainer.fit()
     assert task.evaluate(model, "test")["accuracy"] > 0.95
+
+
+def test_an_encoder_pretrained_with_nsp_fine_tunes_without_its_head(tmp_path):
+    task = QuestionTask(num_steps=8, batch_size=16, vocab_size=26, sentences=sentences())
+    pretrained, path = _pretrained(tmp_path / "bert.pt", task.vocab, nsp=True)
+    classifier = build_question(BERTQuestionConfig(**SIZES, num_steps=8, pretrained=path))
+    assert classifier.bert.nsp_head is None
+    assert torch.equal(classifier.bert.pooler[0].weight, pretrained.pooler[0].weight)
+    with pytest.raises(DivekitError, match="pretraining option"):
+        build_question(BERTQuestionConfig(**SIZES, num_steps=8, nsp=True))

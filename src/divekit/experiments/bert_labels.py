@@ -88,23 +88,37 @@ def _spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def _table_sd(values: list[float]) -> float | None:
+    """The sample standard deviation, or None (shown as a dash) for a single seed."""
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
 def _plot(path: Path, budgets: tuple[int, ...], scores: dict, constant: float) -> None:
+    """Test accuracy against the label budget, one line per start (bars when there is one budget)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
-    for start, colour in zip(STARTS, ("tab:blue", "tab:orange")):
+    for k, (start, colour) in enumerate(zip(STARTS, ("tab:blue", "tab:orange"))):
         means = [100 * statistics.mean(scores[start, b]) for b in budgets]
         sds = [100 * _spread(scores[start, b]) for b in budgets]
-        ax.errorbar(budgets, means, yerr=sds, marker="o", capsize=4, color=colour,
-                    label=f"{start} encoder, mean ± sd over seeds")
+        label = f"{start} encoder" + (", mean ± sd over seeds" if any(sds) else "")
+        if len(budgets) == 1:  # one point per line says nothing: two bars
+            ax.bar(k, means[0], yerr=sds[0] or None, capsize=4, color=colour, width=0.6, label=label)
+        else:
+            ax.errorbar(budgets, means, yerr=sds, marker="o", capsize=4, color=colour, label=label)
     ax.axhline(100 * constant, color="grey", linestyle="--", label="always answering 'statement'")
-    ax.set(xlabel="labelled training sentences", ylabel="test accuracy (%)",
-           title="BERT on question or statement: pretrained vs from scratch")
-    if len(budgets) > 1:
+    ax.set(ylabel="test accuracy (%)", title="BERT on question or statement: pretrained vs from scratch")
+    if len(budgets) == 1:
+        ax.set_xticks(range(len(STARTS)), list(STARTS))
+        ax.set(xlabel=f"{budgets[0]:,} labelled training sentences", xlim=(-0.8, len(STARTS) - 0.2))
+        low = min(100 * constant, *(100 * min(scores[s, budgets[0]]) for s in STARTS))
+        ax.set_ylim(low - 2, 100)
+    else:
         ax.set_xscale("log")
-    ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
-    ax.minorticks_off()
-    ax.grid(alpha=0.3)
+        ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
+        ax.minorticks_off()
+        ax.set(xlabel="labelled training sentences")
+    ax.grid(alpha=0.3, axis="y")
     fig.legend(loc="outside lower center", frameon=False, fontsize=9, ncol=1)
     save_figure(fig, path)
 
@@ -216,7 +230,7 @@ def run(ctx) -> dict:
     for budget in budgets:
         pre, scr = scores["pretrained", budget], scores["scratch", budget]
         gain = statistics.mean(pre) - statistics.mean(scr)
-        rows.append([budget, len(pre), statistics.mean(pre), _spread(pre), statistics.mean(scr), _spread(scr), gain,
+        rows.append([budget, len(pre), statistics.mean(pre), _table_sd(pre), statistics.mean(scr), _table_sd(scr), gain,
                      statistics.mean(seconds["pretrained", budget] + seconds["scratch", budget])])
         metrics[f"pretrained_{budget}_test_accuracy"] = statistics.mean(pre)
         metrics[f"scratch_{budget}_test_accuracy"] = statistics.mean(scr)
@@ -261,7 +275,9 @@ def run(ctx) -> dict:
                     "rows": [[name, *(w[i] for w in weights.values())] for i, name in enumerate(names)]}],
         "figures": [{"file": "bert_labels.png",
                      "caption": ("Test accuracy against the label budget (log axis), mean and standard deviation "
-                                 "over seeds; the dashed line is the majority answer.")},
+                                 "over seeds; the dashed line is the majority answer." if len(budgets) > 1 else
+                                 f"Test accuracy with {budgets[0]:,} labels, from the pretrained encoder and from "
+                                 "scratch; the dashed line is the majority answer.")},
                     {"file": "bert_layer_weights.png",
                      "caption": (f"Softmax weights of the scalar mix over the frozen encoder's layers, learnt with "
                                  f"a linear probe on {mix['budget']:,} labels"

@@ -7,6 +7,7 @@ N masked positions in a batch, C classes.
     x = EncoderBlock_l(x, padding hidden), l = 1..L                             (B, T, D)   post-norm, as BERT
     masked LM:  h = LayerNorm(relu(x W_1 + b_1));  logits = h TokEmbed^T + b     (N, V)      at masked positions
     pooled:     tanh(x[:, 0] W_p + b_p)                                         (B, D)      the <cls> position
+    next sentence (nsp=True): pooled W_n + b_n                                  (B, 2)      is B A's successor?
 
 The encoder blocks and the learned positional table are the tested blocks of ``divekit.nn``; the
 padding is hidden from every attention through ``valid_lens``, so padded positions change no real
@@ -41,6 +42,7 @@ class BERTConfig:
     dropout: float = 0.1  # on embeddings, attention weights and sublayer outputs
     num_steps: int = 48  # tokens per example, <cls> and both <sep> included (read by the task)
     mask_rate: float = 0.15  # fraction of ordinary tokens chosen as masked-LM targets (read by the task)
+    nsp: bool = False  # also next-sentence prediction: B is A's successor or a random piece (the book's BERT)
 
     def __post_init__(self) -> None:
         if min(self.vocab_size, self.max_len, self.d_model, self.num_heads, self.layers, self.ffn_hidden) <= 0:
@@ -128,6 +130,8 @@ class BERT(nn.Module):
         self.encoder = BERTEncoder(config)
         self.mlm = MaskLMHead(config.d_model, config.vocab_size)
         self.pooler = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.Tanh())
+        # Is B the piece that follows A? A linear layer on the pooled <cls> vector, pretraining only.
+        self.nsp_head = nn.Linear(config.d_model, 2) if config.nsp else None
         for module in self.modules():  # BERT's initialisation: N(0, 0.02) weights, zero biases
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=0.02)
@@ -146,6 +150,17 @@ class BERT(nn.Module):
         if masked.shape != tokens.shape or masked.dtype != torch.bool:
             raise ShapeError(f"masked must be a bool tensor of the tokens' shape {tuple(tokens.shape)}")
         return self.mlm(hidden[masked], self.encoder.token.weight)  # (N, V)
+
+    def pretraining_logits(self, tokens: Tensor, segments: Tensor, valid_lens: Tensor,
+                           masked: Tensor) -> tuple[Tensor, Tensor]:
+        """Both pretraining outputs from one encoder pass: masked-LM logits ``(N, V)`` and
+        next-sentence logits ``(B, 2)`` (needs ``nsp=True``)."""
+        if self.nsp_head is None:
+            raise DivekitError("this BERT has no next-sentence head: build it with nsp=True")
+        if masked.shape != tokens.shape or masked.dtype != torch.bool:
+            raise ShapeError(f"masked must be a bool tensor of the tokens' shape {tuple(tokens.shape)}")
+        hidden = self.encoder(tokens, segments, valid_lens)  # (B, T, D)
+        return self.mlm(hidden[masked], self.encoder.token.weight), self.nsp_head(self.pooler(hidden[:, 0]))
 
     def pooled(self, tokens: Tensor, segments: Tensor | None = None, valid_lens: Tensor | None = None) -> Tensor:
         """The ``<cls>`` summary ``tanh(x[:, 0] W_p + b_p)``, ``(B, D)``."""
@@ -191,6 +206,8 @@ class BERTQuestionConfig(BERTConfig):
 
 def build_question(config: BERTQuestionConfig) -> BERTClassifier:
     """A classifier on a BERT that starts from ``config.pretrained`` (sizes must match) or from scratch."""
+    if config.nsp:
+        raise DivekitError("nsp is a pretraining option of bert: bert-question fine-tunes without it")
     bert = BERT(config)
     if config.pretrained:
         from divekit.train.checkpoint import load_checkpoint, load_model_state
@@ -200,7 +217,9 @@ def build_question(config: BERTQuestionConfig) -> BERTClassifier:
         differ = [f"{k}={ckpt['model_config'][k]}" for k in sizes if ckpt["model_config"][k] != getattr(config, k)]
         if differ:
             raise DivekitError(f"the pretrained model has {', '.join(differ)}; pass the same with -o")
-        load_model_state(bert, ckpt["model_state"], source=config.pretrained)
+        # The next-sentence head, if the encoder was pretrained with one, has no use in fine-tuning.
+        state = {k: v for k, v in ckpt["model_state"].items() if not k.startswith("nsp_head.")}
+        load_model_state(bert, state, source=config.pretrained)
     return BERTClassifier(bert, config.num_classes, config.dropout)
 
 

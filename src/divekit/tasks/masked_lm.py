@@ -10,7 +10,9 @@ An example joins two consecutive pieces A, B as ``<cls> A <sep> B <sep>`` (segme
 longer piece cut first until ``num_steps`` tokens fit. Masking (:func:`mask_tokens`, Devlin et
 al. 2019): each ordinary token is chosen with probability ``mask_rate``; a chosen token becomes
 ``<mask>`` with probability 0.8, a random ordinary word with 0.1, and stays as it is with 0.1.
-The special tokens and ``<unk>`` are never chosen. Training draws a fresh masking for every batch
+The special tokens and ``<unk>`` are never chosen. With ``nsp=True`` (the book's BERT; RoBERTa
+found it does not help), B is A's successor in half the examples and any other piece of the same
+split in the rest, drawn once per split, and a next-sentence loss joins the masked-LM loss. Training draws a fresh masking for every batch
 (a random stream of its own, seeded from the seed and epoch); evaluation uses one fixed masking per split, so its
 figures compare across epochs. Metrics: mean cross-entropy over the chosen tokens (``loss``),
 ``perplexity``, and ``accuracy``, the fraction of chosen tokens predicted exactly.
@@ -19,6 +21,7 @@ figures compare across epochs. Metrics: mean cross-entropy over the chosen token
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -42,8 +45,8 @@ RESERVED = (PAD, CLS, SEP, MASK)
 FIRST_WORD = 1 + len(RESERVED)  # index of the first ordinary word: <unk> is 0, the reserved follow
 PIECE_WORDS = 16  # The Time Machine's cleaned text has no sentence ends: fixed-length pieces instead
 EVAL_SEED = 12345  # the fixed masking of the validation and test examples: the same every evaluation
-Examples = tuple[Tensor, Tensor, Tensor]  # tokens (n, T), segments (n, T), valid_lens (n,)
-Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # inputs (B, T), segments (B, T), valid_lens (B,), labels (B, T)
+Examples = tuple[Tensor, ...]  # tokens (n, T), segments (n, T), valid_lens (n,)[, is_next (n,) with NSP]
+Batch = tuple[Tensor, ...]  # inputs (B, T), segments (B, T), valid_lens (B,), labels (B, T)[, is_next (B,)]
 
 
 # --- masking ------------------------------------------------------------------------------------
@@ -110,20 +113,42 @@ def pair_tokens(a: list[str], b: list[str], num_steps: int) -> tuple[list[str], 
     return tokens, [0] * (len(a) + 2) + [1] * (len(b) + 1)
 
 
-def build_examples(pieces: Sequence[Sequence[str]], vocab: Vocab, num_steps: int) -> Examples:
-    """Pieces ``(2k, 2k+1)`` as padded examples: tokens and segments ``(n, num_steps)``, valid lengths ``(n,)``."""
+def next_pieces(n_pieces: int, seed: int) -> tuple[list[int], list[int]]:
+    """For next-sentence prediction: the piece that follows piece ``2k`` in example ``k``, and whether
+    it is the true successor ``2k+1`` (1) or, with probability 1/2, any other piece (0), drawn by ``seed``."""
+    rng = random.Random(seed)
+    followers, is_next = [], []
+    for k in range(n_pieces // 2):
+        if rng.random() < 0.5:
+            followers.append(2 * k + 1)
+            is_next.append(1)
+        else:
+            other = rng.randrange(n_pieces - 1)
+            followers.append(other + (other >= 2 * k + 1))  # every piece but the true successor
+            is_next.append(0)
+    return followers, is_next
+
+
+def build_examples(pieces: Sequence[Sequence[str]], vocab: Vocab, num_steps: int, *,
+                   nsp_seed: int | None = None) -> Examples:
+    """Pieces ``(2k, 2k+1)`` as padded examples: tokens and segments ``(n, num_steps)``, valid lengths ``(n,)``.
+
+    With ``nsp_seed``, B is drawn by :func:`next_pieces` and a fourth tensor ``is_next (n,)`` follows.
+    """
     n = len(pieces) // 2
     if n == 0:
         raise DataError("masked-LM examples need at least two pieces of text")
+    followers, is_next = next_pieces(len(pieces), nsp_seed) if nsp_seed is not None else (
+        [2 * k + 1 for k in range(n)], None)
     tokens = torch.full((n, num_steps), vocab[PAD], dtype=torch.long)
     segments = torch.zeros(n, num_steps, dtype=torch.long)
     valid = torch.zeros(n, dtype=torch.long)
     for i in range(n):
-        words, segs = pair_tokens(pieces[2 * i], pieces[2 * i + 1], num_steps)
+        words, segs = pair_tokens(pieces[2 * i], pieces[followers[i]], num_steps)
         tokens[i, : len(words)] = torch.tensor(vocab[words])
         segments[i, : len(segs)] = torch.tensor(segs)
         valid[i] = len(words)
-    return tokens, segments, valid
+    return (tokens, segments, valid) if is_next is None else (tokens, segments, valid, torch.tensor(is_next))
 
 
 def maskable_positions(tokens: Tensor) -> Tensor:
@@ -181,7 +206,8 @@ class ExampleBatches:
 
 
 class MaskedBatches(ExampleBatches):
-    """:class:`ExampleBatches` of ``(inputs, segments, valid_lens, labels)``, masked afresh by :func:`mask_tokens`."""
+    """:class:`ExampleBatches` of ``(inputs, segments, valid_lens, labels[, is_next])``, masked afresh by
+    :func:`mask_tokens`."""
 
     def __init__(self, examples: Examples, vocab_size: int, mask_id: int, *, rate: float, **batching) -> None:
         super().__init__(examples, **batching)
@@ -191,11 +217,11 @@ class MaskedBatches(ExampleBatches):
         # The masking draws: the run's augmentation stream, one per (epoch, rank), so shares are masked
         # independently and a resumed run masks exactly as an uninterrupted one.
         g = seeding.generator(self.seed, "augment", self.epoch, self.rank)
-        for tokens, segments, valid in super().__iter__():
+        for tokens, segments, valid, *is_next in super().__iter__():
             inputs, labels = mask_tokens(tokens, maskable_positions(tokens), mask_id=self.mask_id,
                                          first_word=FIRST_WORD, vocab_size=self.vocab_size, rate=self.rate,
                                          generator=g)
-            yield inputs, segments, valid, labels
+            yield inputs, segments, valid, labels, *is_next
 
 
 class MaskedLMTask:
@@ -214,12 +240,15 @@ class MaskedLMTask:
 
     def __init__(self, *, vocab_size: int, num_steps: int, batch_size: int, mask_rate: float = 0.15,
                  seed: int = 0, limit: int | None = None, pieces: dict[str, list[list[str]]] | None = None,
-                 eval_batch_size: int = 256) -> None:
+                 eval_batch_size: int = 256, nsp: bool = False) -> None:
         pieces = pieces if pieces is not None else real_pieces()
         self.vocab = make_vocab(pieces["train"], vocab_size)
-        self.num_steps, self.batch_size, self.mask_rate = num_steps, batch_size, mask_rate
+        self.num_steps, self.batch_size, self.mask_rate, self.nsp = num_steps, batch_size, mask_rate, nsp
         self.seed, self.limit, self.eval_batch_size = seed, limit, eval_batch_size
-        self.examples = {split: build_examples(p, self.vocab, num_steps) for split, p in pieces.items()}
+        # With NSP, each split's random followers are drawn once, from the seed (held-out splits: a fixed one).
+        nsp_seeds = {"train": seeding.stream_seed(seed, "data"), "val": EVAL_SEED, "test": EVAL_SEED + 1}
+        self.examples = {split: build_examples(p, self.vocab, num_steps, nsp_seed=nsp_seeds[split] if nsp else None)
+                         for split, p in pieces.items()}
         if limit is not None and limit < self.examples["train"][0].shape[0]:
             g = seeding.generator(seed, "data")
             keep = torch.randperm(self.examples["train"][0].shape[0], generator=g)[:limit].sort().values
@@ -236,12 +265,20 @@ class MaskedLMTask:
     def start_epoch(self, model: nn.Module, epoch: int) -> None:
         pass
 
-    def step(self, model: nn.Module, batch: Batch) -> StepOutput:
-        inputs, segments, valid, labels = batch
+    def _logits(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Masked-LM logits ``(N, V)``, their targets ``(N,)``, and next-sentence logits ``(B, 2)`` or None."""
+        inputs, segments, valid, labels = batch[:4]
         chosen = labels != IGNORE_INDEX
-        logits = model(inputs, segments, valid, masked=chosen)  # (N, V)
-        targets = labels[chosen]
-        loss = F.cross_entropy(logits.float(), targets)
+        if self.nsp:
+            logits, nsp_logits = model.pretraining_logits(inputs, segments, valid, chosen)
+            return logits.float(), labels[chosen], nsp_logits.float()
+        return model(inputs, segments, valid, masked=chosen).float(), labels[chosen], None
+
+    def step(self, model: nn.Module, batch: Batch) -> StepOutput:
+        logits, targets, nsp_logits = self._logits(model, batch)
+        loss = F.cross_entropy(logits, targets)
+        if nsp_logits is not None:  # the two losses summed, as in BERT
+            loss = loss + F.cross_entropy(nsp_logits, batch[4])
         correct = (logits.argmax(-1) == targets).sum().item()
         return StepOutput(loss=loss, count=targets.numel(), correct=correct)
 
@@ -250,25 +287,29 @@ class MaskedLMTask:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        total, correct, count = 0.0, 0, 0
+        total, correct, count, nsp_correct, pairs = 0.0, 0, 0, 0, 0
         for batch in self._batches(split, batch_size=self.eval_batch_size, seed=EVAL_SEED, shuffle=False):
-            inputs, segments, valid, labels = (t.to(device) for t in batch)
-            chosen = labels != IGNORE_INDEX
-            logits = model(inputs, segments, valid, masked=chosen).float()
-            targets = labels[chosen]
+            batch = tuple(t.to(device) for t in batch)
+            logits, targets, nsp_logits = self._logits(model, batch)
             total += F.cross_entropy(logits, targets, reduction="sum").item()
             correct += int((logits.argmax(-1) == targets).sum())
             count += targets.numel()
+            if nsp_logits is not None:
+                nsp_correct += int((nsp_logits.argmax(-1) == batch[4]).sum())
+                pairs += batch[4].numel()
         model.train(was_training)
         loss = total / max(count, 1)
-        return {"loss": loss, "perplexity": float(torch.tensor(loss).exp()), "accuracy": correct / max(count, 1)}
+        out = {"loss": loss, "perplexity": float(torch.tensor(loss).exp()), "accuracy": correct / max(count, 1)}
+        if self.nsp:
+            out["nsp_accuracy"] = nsp_correct / max(pairs, 1)
+        return out
 
     def state(self) -> dict[str, Any]:
         return {"vocab": self.vocab.to_state(), "num_steps": self.num_steps, "mask_rate": self.mask_rate,
-                "limit": self.limit}
+                "limit": self.limit, "nsp": self.nsp}
 
     def example_input(self, batch_size: int = 2) -> tuple[Tensor, Tensor, Tensor]:
-        tokens, segments, valid = (t[:batch_size] for t in self.examples["val"])
+        tokens, segments, valid = (t[:batch_size] for t in self.examples["val"][:3])
         return tokens, segments, valid
 
 
@@ -276,7 +317,7 @@ class MaskedLMTask:
 def make(model_config: Any, train_config: TrainConfig, *, limit: int | None = None) -> MaskedLMTask:
     return MaskedLMTask(vocab_size=model_config.vocab_size, num_steps=model_config.num_steps,
                         batch_size=train_config.batch_size, mask_rate=model_config.mask_rate,
-                        seed=train_config.seed, limit=limit)
+                        seed=train_config.seed, limit=limit, nsp=model_config.nsp)
 
 
 def load_bert(path: str | os.PathLike) -> tuple[nn.Module, Vocab, dict[str, Any]]:
