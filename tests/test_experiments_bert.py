@@ -101,3 +101,19 @@ def test_a_fine_tuned_checkpoint_loads_and_resumes_after_its_pretraining_file_is
     assert task.evaluate(model, "test")["accuracy"] == pytest.approx(tuned["test"]["test_accuracy"])
     resumed = train_model("bert-question", train_overrides={"epochs": 3}, resume=tmp_path / "tuned", **quiet)
     assert resumed["last_epoch"] == 3 and resumed["model_config"]["pretrained"] == str(encoder)
+
+
+def test_a_given_encoder_may_be_a_run_directory_and_must_be_a_bert(tmp_path, tiny_text):
+    from divekit.errors import CheckpointError
+    from divekit.pipeline import train_model
+
+    quiet = {"progress": False, "log": lambda *a, **k: None}
+    train_model("bert", options=dict(bert_labels.ENCODER), train_overrides={"epochs": 1}, out=tmp_path / "bert", **quiet)
+    result = run_experiment("bert-labels", tmp_path / "x", quick=True, progress=False,
+                            options={"bert": str(tmp_path / "bert"), "budgets": "20"})
+    assert "the given encoder" in result["summary"] and not (tmp_path / "x" / "bert").exists()
+    train_model("bert-question", options=dict(bert_labels.ENCODER), train_overrides={"epochs": 1}, limit=20,
+                out=tmp_path / "clf", **quiet)
+    with pytest.raises(CheckpointError, match="bert"):
+        run_experiment("bert-labels", tmp_path / "y", quick=True, progress=False,
+                       options={"bert": str(tmp_path / "clf"), "budgets": "20"})

@@ -31,6 +31,7 @@ from divekit.models.bilstm_tagger import ScalarMix
 from divekit.pipeline import train_model
 from divekit.plots import bars_plot, save_figure
 from divekit.registry import register_experiment
+from divekit.train.checkpoint import load_checkpoint, resolve_checkpoint
 
 FULL_BUDGETS = (100, 1_000, 10_000)
 FULL_SEEDS = (0, 1, 2)
@@ -55,13 +56,15 @@ def _pretrain(ctx) -> tuple[Path, dict]:
     """The encoder's checkpoint and its results: ``-o bert=PATH`` if given, else trained here."""
     given = ctx.options.get("bert")
     if given:
-        path = Path(given)
-        if not path.exists():
+        if not Path(given).exists():
             raise DivekitError(f"bert={given}: no such checkpoint")
+        path = resolve_checkpoint(given)  # a run directory: its best.pt
+        load_checkpoint(path, expect_model="bert")  # another model's checkpoint is refused before any work
         return path, {"given": str(path)}
     quick = QUICK_PRETRAIN if ctx.quick else {}
-    r = train_model("bert", options=dict(ENCODER), train_overrides={"epochs": quick.get("epochs"), "seed": ctx.seed, "device": ctx.device},
-                    limit=quick.get("limit"), out=ctx.path("bert"), progress=ctx.progress, log=_silent)
+    overrides = {"epochs": quick.get("epochs"), "seed": ctx.seed, "device": ctx.device}
+    r = train_model("bert", options=dict(ENCODER), train_overrides=overrides, limit=quick.get("limit"),
+                    out=ctx.path("bert"), progress=ctx.progress, log=_silent)
     return ctx.path("bert") / "best.pt", r
 
 
@@ -71,7 +74,8 @@ def _budgets(ctx) -> tuple[int, ...]:
     try:
         budgets = tuple(int(b) for b in ctx.options["budgets"].split(","))
     except ValueError:
-        raise DivekitError(f"budgets must be whole numbers separated by commas, got '{ctx.options['budgets']}'") from None
+        raise DivekitError(
+            f"budgets must be whole numbers separated by commas, got '{ctx.options['budgets']}'") from None
     if not budgets or min(budgets) < 10:
         raise DivekitError("each label budget must be at least 10 sentences")
     return tuple(sorted(set(budgets)))
@@ -170,8 +174,9 @@ def _layer_mix(ctx, encoder_path: Path) -> dict:
 
     bert, vocab, _ = load_bert(encoder_path)
     budget = MIX_BUDGET["quick" if ctx.quick else "full"]
-    task = QuestionTask(num_steps=int(ENCODER.get("num_steps", BERTQuestionConfig.num_steps)), batch_size=256, vocab_size=len(vocab),
-                        vocab=vocab, seed=ctx.seed, limit=budget)
+    num_steps = int(ENCODER.get("num_steps", BERTQuestionConfig.num_steps))  # as the fine-tuned classifier reads
+    task = QuestionTask(num_steps=num_steps, batch_size=256, vocab_size=len(vocab), vocab=vocab, seed=ctx.seed,
+                        limit=budget)
     train, test = (layer_features(bert.encoder, task.arrays[split]) for split in ("train", "test"))
     layers, d_model = train[0].shape[0], train[0].shape[-1]
     out = {"budget": min(budget, train[0].shape[1])}
@@ -263,8 +268,8 @@ def run(ctx) -> dict:
         ),
         "metrics": metrics,
         "tables": [{"title": "Test accuracy by label budget (model chosen on validation accuracy)",
-                    "columns": ["labels", "seeds", "pretrained acc.", "pretrained acc. sd", "scratch acc.", "scratch acc. sd",
-                                "gain (points)", "fine-tune s"],
+                    "columns": ["labels", "seeds", "pretrained acc.", "pretrained acc. sd", "scratch acc.",
+                                "scratch acc. sd", "gain (points)", "fine-tune s"],
                     "rows": rows},
                    {"title": f"Frozen pretrained encoder, linear probe on {mix['budget']:,} labels",
                     "columns": ["features", "test acc."],

@@ -161,8 +161,9 @@ def run(ctx: ExperimentContext) -> dict:
             f"{len(test):,} test pairs. Greedy search: {greedy:.2f} BLEU; the best beam setting, {best[0]}: "
             f"{best[3]:.2f}. Without length normalisation (alpha 0) wider beams favour shorter outputs: the "
             f"hypothesis/reference length ratio goes from {rows[0][4]:.3f} (greedy) to "
-            f"{rows_at(rows, widths[-1], 0.0)[4]:.3f} (beam {widths[-1]}). By source length, greedy scores {series['greedy'][0]:.1f} on sentences of {names[0]} tokens "
-            f"and {series['greedy'][-1]:.1f} on {names[-1]}: one fixed-size vector carries the whole source."
+            f"{rows_at(rows, widths[-1], 0.0)[4]:.3f} (beam {widths[-1]}). By source length, greedy scores "
+            f"{series['greedy'][0]:.1f} on sentences of {names[0]} tokens and {series['greedy'][-1]:.1f} on "
+            f"{names[-1]}: one fixed-size vector carries the whole source."
         ),
         "metrics": {"test_bleu_greedy": greedy, "test_bleu_best_beam": best[3], "best_beam_width": best[1],
                     "train_seconds": seconds, "training_pairs": limit or len(train)},

@@ -10,12 +10,13 @@ An example joins two consecutive pieces A, B as ``<cls> A <sep> B <sep>`` (segme
 longer piece cut first until ``num_steps`` tokens fit. Masking (:func:`mask_tokens`, Devlin et
 al. 2019): each ordinary token is chosen with probability ``mask_rate``; a chosen token becomes
 ``<mask>`` with probability 0.8, a random ordinary word with 0.1, and stays as it is with 0.1.
-The special tokens and ``<unk>`` are never chosen. With ``nsp=True`` (the book's BERT; RoBERTa
-found it does not help), B is A's successor in half the examples and any other piece of the same
-split in the rest, drawn once per split, and a next-sentence loss joins the masked-LM loss. Training draws a fresh masking for every batch
+The special tokens and ``<unk>`` are never chosen. Training draws a fresh masking for every batch
 (a random stream of its own, seeded from the seed and epoch); evaluation uses one fixed masking per split, so its
-figures compare across epochs. Metrics: mean cross-entropy over the chosen tokens (``loss``),
-``perplexity``, and ``accuracy``, the fraction of chosen tokens predicted exactly.
+figures compare across epochs. With ``nsp=True`` (the book's BERT; RoBERTa found it does not help),
+B is A's successor in half the examples and any other piece of the same split in the rest, drawn
+once per split, and a next-sentence loss joins the masked-LM loss. Metrics: mean cross-entropy over
+the chosen tokens (``loss``), ``perplexity``, and ``accuracy``, the fraction of chosen tokens
+predicted exactly; with NSP also ``nsp_accuracy``.
 """
 
 from __future__ import annotations
