@@ -261,7 +261,7 @@ def load_trained(checkpoint: Path, *, data_limit: int | None = None, option_pair
     load_model_state(model, ckpt["model_state"], source=str(checkpoint))
     model.eval()
     task = make_task(spec.task, model_config, TrainConfig.from_dict(ckpt["train_config"]), limit=data_limit,
-                     state=ckpt["task_state"])
+                     state=ckpt.get("task_state"))
     return spec, model, task, ckpt
 
 
