@@ -20,7 +20,6 @@ Where a run's files go (:mod:`divekit.train.rundir` holds the directory rules):
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any

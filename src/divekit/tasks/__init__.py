@@ -46,7 +46,7 @@ def make_task(name: str, model_config: Any, train_config: TrainConfig, *, limit:
     ``state`` is the task state a checkpoint stored, when the task is rebuilt to resume or evaluate
     that checkpoint. A factory with a ``state`` parameter takes from it what it would otherwise read
     from another file (bert-question: the pretrained encoder's vocabulary); the others rebuild
-    everything from the data, and their state is compared with the stored one where it matters.
+    everything from the data.
     """
     _load_all()
     if name not in TASKS:
