@@ -132,3 +132,31 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
                 "--no-progress")
     assert r.returncode == 0, r.stderr
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == ckpt["epoch"] + 1
+
+
+def test_a_second_tour_moves_the_first_aside_and_never_into_a_live_run(tmp_path, capsys):
+    from divekit.cli import main
+    from divekit.train.rundir import RunDir
+
+    out = tmp_path / "tour"
+    assert main(["tour", "--only", "polynomial-fit", "--out", str(out)]) == 0
+    first = (out / "polynomial-fit" / "results.json").read_text()
+    (out / "polynomial-fit" / "model").mkdir()  # as a training experiment leaves a run directory
+    capsys.readouterr()
+    assert main(["tour", "--only", "polynomial-fit", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("tour.previous-")]
+    assert len(moved) == 1 and f"was moved to {moved[0]}" in printed
+    assert (moved[0] / "polynomial-fit" / "results.json").read_text() == first  # kept whole
+    assert (out / "report.html").is_file() and not (out / "polynomial-fit" / "model").exists()
+
+    with RunDir.create(out / "polynomial-fit" / "busy", model="mlp"):  # a run still going
+        assert main(["tour", "--only", "polynomial-fit", "--out", str(out)]) != 0
+    assert "holds a run in progress" in capsys.readouterr().err
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("tour.previous-")]) == 1
+
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    assert main(["tour", "--only", "polynomial-fit", "--out", str(other)]) != 0
+    assert "holds no earlier tour" in capsys.readouterr().err and (other / "todo.txt").read_text() == "mine"

@@ -277,7 +277,10 @@ def cmd_tour(args) -> int:
     for name in names:
         get_experiment(name)
     out = args.out or runs_root() / ("tour-full" if args.full else "tour")
+    previous = _set_aside_previous_tour(Path(out))
     print(_tour_estimate(names, full=args.full), flush=True)
+    if previous is not None:
+        print(f"the previous tour in {out} was moved to {previous}", flush=True)
     failed = []
     start = time.perf_counter()
     for k, name in enumerate(names, 1):
@@ -294,6 +297,30 @@ def cmd_tour(args) -> int:
     if failed:
         raise DivekitError(f"{len(failed)} experiment(s) failed: {', '.join(failed)}")
     return 0
+
+
+def _set_aside_previous_tour(out: Path) -> Path | None:
+    """A tour starts in an empty directory: an earlier tour there is moved to ``OUT.previous-<time>``
+    beside it, kept whole (its runs would otherwise refuse the new ones). A directory holding
+    anything else, or a run still in progress, is refused before any work."""
+    from divekit.runs import now_iso
+    from divekit.train.rundir import run_in_progress
+
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    if not (out / "report.html").is_file() and not any(out.glob("*/results.json")):
+        raise DivekitError(f"'{out}' is not empty and holds no earlier tour; choose another --out")
+    busy = run_in_progress(out)
+    if busy is not None:
+        raise DivekitError(f"'{out}' holds a run in progress ({busy}); wait for it or choose another --out")
+    stamp = now_iso().replace(":", "").replace("+0000", "").replace("-", "")[:15]
+    target = out.with_name(f"{out.name}.previous-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = out.with_name(f"{out.name}.previous-{stamp}-{n}")
+    out.rename(target)
+    return target
 
 
 def _tour_estimate(names: list[str], *, full: bool) -> str:

@@ -165,6 +165,23 @@ class RunDir:
         self.release(failed=exc_type is not None)
 
 
+def run_in_progress(root: Path) -> str | None:
+    """The owner of a run under ``root`` that a live process holds (its lock), or None if there is none."""
+    for lock_path in Path(root).rglob(LOCK_FILE):
+        try:
+            fd = os.open(lock_path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            return f"{lock_path.parent}: {_read_owner(fd)}"
+        finally:
+            os.close(fd)
+    return None
+
+
 def _read_record(path: Path) -> dict[str, Any]:
     try:
         record = read_json(path / RECORD_FILE)
