@@ -319,7 +319,10 @@ def _set_aside_previous_tour(out: Path) -> Path | None:
     while target.exists():
         n += 1
         target = out.with_name(f"{out.name}.previous-{stamp}-{n}")
-    out.rename(target)
+    try:
+        out.rename(target)
+    except OSError as e:
+        raise DivekitError(f"cannot move the previous tour in '{out}' aside: {e.strerror}") from None
     return target
 
 
