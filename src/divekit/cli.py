@@ -269,7 +269,7 @@ def cmd_tour(args) -> int:
     from divekit.experiments.base import run_experiment
     from divekit.registry import CHAPTERS, EXPERIMENTS, get_experiment, load_all
     from divekit.report import build_report, collect_results
-    from divekit.runs import runs_root
+    from divekit.runs import runs_root, set_aside_previous_tour
 
     load_all()
     names = args.only or [e.name for c in CHAPTERS for e in sorted(EXPERIMENTS.values(), key=lambda e: e.name)
@@ -277,7 +277,7 @@ def cmd_tour(args) -> int:
     for name in names:
         get_experiment(name)
     out = args.out or runs_root() / ("tour-full" if args.full else "tour")
-    previous = _set_aside_previous_tour(Path(out))
+    previous = set_aside_previous_tour(Path(out))
     print(_tour_estimate(names, full=args.full), flush=True)
     if previous is not None:
         print(f"the previous tour in {out} was moved to {previous}", flush=True)
@@ -297,33 +297,6 @@ def cmd_tour(args) -> int:
     if failed:
         raise DivekitError(f"{len(failed)} experiment(s) failed: {', '.join(failed)}")
     return 0
-
-
-def _set_aside_previous_tour(out: Path) -> Path | None:
-    """A tour starts in an empty directory: an earlier tour there is moved to ``OUT.previous-<time>``
-    beside it, kept whole (its runs would otherwise refuse the new ones). A directory holding
-    anything else, or a run still in progress, is refused before any work."""
-    from divekit.runs import now_iso
-    from divekit.train.rundir import run_in_progress
-
-    if not out.is_dir() or not any(out.iterdir()):
-        return None
-    if not (out / "report.html").is_file() and not any(out.glob("*/results.json")):
-        raise DivekitError(f"'{out}' is not empty and holds no earlier tour; choose another --out")
-    busy = run_in_progress(out)
-    if busy is not None:
-        raise DivekitError(f"'{out}' holds a run in progress ({busy}); wait for it or choose another --out")
-    stamp = now_iso().replace(":", "").replace("+0000", "").replace("-", "")[:15]
-    target = out.with_name(f"{out.name}.previous-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = out.with_name(f"{out.name}.previous-{stamp}-{n}")
-    try:
-        out.rename(target)
-    except OSError as e:
-        raise DivekitError(f"cannot move the previous tour in '{out}' aside: {e.strerror}") from None
-    return target
 
 
 def _tour_estimate(names: list[str], *, full: bool) -> str:

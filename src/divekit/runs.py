@@ -82,3 +82,30 @@ def write_json(path: Path, data: Any) -> Path:
 def read_json(path: Path) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def set_aside_previous_tour(out: Path) -> Path | None:
+    """A tour starts in an empty directory: an earlier tour there is moved to ``OUT.previous-<time>``
+    beside it, kept whole (its runs would otherwise refuse the new ones). A directory holding
+    anything else, or a run still in progress, is refused before any work."""
+    from divekit.errors import DivekitError
+    from divekit.train.rundir import run_in_progress
+
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    if not (out / "report.html").is_file() and not any(out.glob("*/results.json")):
+        raise DivekitError(f"'{out}' is not empty and holds no earlier tour; choose another --out")
+    busy = run_in_progress(out)
+    if busy is not None:
+        raise DivekitError(f"'{out}' holds a run in progress ({busy}); wait for it or choose another --out")
+    stamp = now_iso().replace(":", "").replace("+0000", "").replace("-", "")[:15]
+    target = out.with_name(f"{out.name}.previous-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = out.with_name(f"{out.name}.previous-{stamp}-{n}")
+    try:
+        out.rename(target)
+    except OSError as e:
+        raise DivekitError(f"cannot move the previous tour in '{out}' aside: {e.strerror}") from None
+    return target
