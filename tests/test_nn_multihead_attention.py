@@ -173,6 +173,30 @@ def test_mha_incremental_cache_equals_full_causal_attention():
     torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=VALUE_TOL, rtol=0)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_is_causal_equals_the_written_out_mask_with_and_without_the_fused_kernel(fused):
+    """``is_causal`` (scratch steps, or torch's fused kernel) = the explicit block mask, in values and
+    gradients; over a cache the new queries are the last T of the S keys."""
+    ours, _ = paired_mha(6, 3, bias=True, seed=6)
+    ours.fused = fused
+    x = randn(2, 7, 6, seed=7).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    out, weights = ours(x, x, x, is_causal=True, need_weights=False)
+    ref, _ = ours(x_ref, x_ref, x_ref, attn_mask=torch.ones(7, 7, dtype=torch.bool).triu(1))
+    assert weights is None
+    torch.testing.assert_close(out, ref, atol=VALUE_TOL, rtol=0)
+    probe = randn(2, 7, 6, seed=8)
+    (out * probe).sum().backward()
+    (ref * probe).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=GRAD_TOL, rtol=0)
+    cache: dict = {}
+    steps = [ours(x[:, a:b], x[:, a:b], x[:, a:b], is_causal=True, need_weights=False, cache=cache)[0]
+             for a, b in [(0, 3), (3, 4), (4, 7)]]
+    torch.testing.assert_close(torch.cat(steps, dim=1), ref, atol=VALUE_TOL, rtol=0)
+    with pytest.raises(ShapeError, match="at least as many keys"):
+        ours(x, x[:, :3], x[:, :3], is_causal=True)
+
+
 def test_mha_static_cache_projects_memory_once():
     ours, _ = paired_mha(4, 2, bias=True, seed=6)
     memory, q = randn(2, 5, 4, seed=7), randn(2, 3, 4, seed=8)

@@ -10,7 +10,13 @@ constructor, parameter names and call is :class:`divekit.nn.mha.MultiheadAttenti
 
 It takes torch's *block* masks (``key_padding_mask`` ``(B, S)`` and ``attn_mask``, ``True`` = may
 not attend, or float masks added to the scores) and the *keep*-convention ``valid_lens`` of
-:mod:`divekit.nn.attention`; all given masks are combined.
+:mod:`divekit.nn.attention`; all given masks are combined. ``is_causal=True`` adds the causal mask
+(each query sees the keys up to its own position, the queries being the last ``T`` of the ``S``).
+
+``fused=True`` lets a call that needs no weights and has no mask but the causal one run through
+``torch.nn.functional.scaled_dot_product_attention``, whose fused CPU/GPU kernels never store the
+``(B, H, T, S)`` scores: the same function (tested equal to the steps written out here). Its
+dropout then draws from torch's own kernel.
 """
 
 from __future__ import annotations
@@ -18,12 +24,20 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from divekit.errors import ShapeError
 from divekit.nn.attention import masked_softmax, valid_lens_mask
 
 KVCache = dict[str, Tensor | bool]
+
+
+def causal_keep(queries: int, keys: int, device: torch.device | None = None) -> Tensor:
+    """Keep mask ``(T, S)``, ``S >= T``: query ``t`` stands at position ``S - T + t`` and sees keys up to it."""
+    if keys < queries:
+        raise ShapeError(f"a causal mask needs at least as many keys as queries, got S={keys} < T={queries}")
+    return torch.ones(queries, keys, dtype=torch.bool, device=device).tril(keys - queries)
 
 
 def blocked_and_bias(mask: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -67,8 +81,10 @@ class MultiHeadAttention(nn.Module):
     cross-attention over a fixed memory) projects ``key``/``value`` once and reuses them.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 fused: bool = False) -> None:
         super().__init__()
+        self.fused = fused
         if d_model % num_heads:
             raise ShapeError(f"d_model D={d_model} must be divisible by num_heads H={num_heads}")
         self.d_model = d_model
@@ -160,6 +176,7 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = True,
         average_attn_weights: bool = True,
         cache: KVCache | None = None,
+        is_causal: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` ``(B, T, D)`` to ``key``/``value`` ``(B, S, D)``.
 
@@ -172,8 +189,18 @@ class MultiHeadAttention(nn.Module):
         k, v = self._keys_values(key, value, cache)  # (B, H, S, D/H)
         if k.shape[0] != q.shape[0]:
             raise ShapeError(f"key/value batch {k.shape[0]} differs from query batch B={q.shape[0]}")
+        queries, keys = q.shape[2], k.shape[2]
+        if self.fused and not need_weights and key_padding_mask is None and attn_mask is None and valid_lens is None:
+            causal = causal_keep(queries, keys, q.device) if is_causal and queries != keys else None
+            attended = F.scaled_dot_product_attention(  # (B, H, T, D/H)
+                q, k, v, attn_mask=causal, dropout_p=self.dropout.p if self.training else 0.0,
+                is_causal=is_causal and queries == keys)
+            return self.W_o(self._merge_heads(attended)), None
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
         keep, bias = self._masks(tuple(scores.shape), key_padding_mask, attn_mask, valid_lens)
+        if is_causal:
+            causal = causal_keep(queries, keys, q.device)
+            keep = causal if keep is None else keep & causal
         if bias is not None:
             scores = scores + bias.to(scores.dtype)
         weights = masked_softmax(scores, mask=keep)  # (B, H, T, S)

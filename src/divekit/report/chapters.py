@@ -94,7 +94,8 @@ PARTS: dict[str, PartIntro] = {
         "GPT keeps the Transformer's decoder only: causal self-attention over the text so far, trained to "
         "predict the next token (divekit train gpt-lm). BERT keeps the encoder only: it reads the whole "
         "sentence, learns by restoring hidden words from unlabelled text, and is then fine-tuned on a task "
-        "with few labels, which is what the experiment below measures.",
+        "with few labels. The experiments below measure what that pretraining buys when labels are few, "
+        "and how the GPT fares against the LSTM as a language model at equal training time.",
         "GPT: max Σₜ log P(xₜ | x₁ … xₜ₋₁);   BERT: max Σ over i ∈ M of log P(xᵢ | x with the positions in M masked)",
         ("divekit.models.gpt", "divekit.models.bert", "divekit.tasks.masked_lm", "divekit.tasks.question"),
     ),

@@ -1,0 +1,182 @@
+"""GPT or LSTM? Two character language models of The Time Machine at equal training time, and their ensemble.
+
+``gpt-lm`` (a pre-norm causal Transformer) and ``deep-lstm-lm`` (two stacked LSTM layers) are trained
+one after the other by the same Trainer on the same contiguous training block, each for a number
+of epochs sized to take about the same time, and chosen on validation perplexity. The experiment
+reports, for each: parameters, training seconds, training characters per second, the matrix-product
+rate (GFLOP/s) and the test perplexity; and the curve of validation perplexity against training
+seconds, which shows where each family learns fastest.
+
+Then the two become an ensemble (the mean of their predicted probabilities) scored with dynamic
+evaluation: each member keeps learning from the test text it has already scored, with the step size
+chosen for it on the validation block. Models of different families err differently, which is what
+an ensemble needs; its training cost is the sum of both members' seconds.
+
+FLOPs per training character are counted, as is usual for Transformers (Kaplan et al., 2020), as
+``6 N`` for the ``N`` weights that enter matrix products (forward 2N, backward 4N) plus, for
+attention, ``12 L D T`` (the ``T x T`` scores and their weighted sum in ``L`` layers of width
+``D``, all ``T`` positions computed before the causal mask).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from divekit.pipeline import train_model
+from divekit.plots import line_plot
+from divekit.registry import register_experiment
+
+MODELS = ("gpt-lm", "deep-lstm-lm")
+# Per mode and model: model options, epochs, training characters (None: the whole block). Full
+# mode sizes the epochs to ``-o seconds=`` of training each, from a one-epoch probe run; quick mode
+# shows the curves' first stretch.
+PLAN = {
+    "full": {"gpt-lm": ({"attn_dropout": 0.0}, None, None), "deep-lstm-lm": ({}, None, None)},
+    "quick": {"gpt-lm": ({"attn_dropout": 0.0}, 4, None), "deep-lstm-lm": ({}, 2, None)},
+}
+FULL_SECONDS = 600
+# Dynamic-evaluation step sizes tried on the validation block; the quick mode takes the middle one
+# without trying.
+DYNAMIC_LRS = {"gpt-lm": (1e-5, 3e-5, 1e-4), "deep-lstm-lm": (1e-4, 3e-4, 1e-3)}
+# Characters of each held-out block read by dynamic evaluation (None: all; tests shorten it).
+EVAL_CHARACTERS: int | None = None
+LABELS = {"gpt-lm": "GPT (gpt-lm)", "deep-lstm-lm": "LSTM (deep-lstm-lm)"}
+
+
+def _silent(*_args, **_kwargs) -> None:
+    pass
+
+
+def matmul_weights(model: nn.Module) -> int:
+    """Weights that enter a matrix product for every token: the weight matrices of linear and
+    recurrent layers, and a token table only where it is also the output layer (GPT's tied head).
+    Position tables and other lookups cost no products."""
+    total = sum(p.numel() for module in model.modules() if isinstance(module, (nn.Linear, nn.RNNBase))
+                for p in module.parameters(recurse=False) if p.dim() == 2)
+    if hasattr(model, "blocks"):  # a GPT: logits = LN(x) Embed^T
+        total += model.embed.weight.numel()
+    return total
+
+
+def training_flops_per_token(model: nn.Module, num_steps: int) -> int:
+    """``6 N`` plus, for a Transformer, ``12 L D T`` for its attention (see the module docstring)."""
+    flops = 6 * matmul_weights(model)
+    if hasattr(model, "blocks"):
+        flops += 12 * model.config.layers * model.config.d_model * num_steps
+    return flops
+
+
+def _curve(history: list[dict]) -> tuple[list[float], list[float]]:
+    """Cumulative training seconds at the end of each epoch, and the validation perplexity there."""
+    seconds, total = [], 0.0
+    for h in history:
+        total += h["train_seconds"]
+        seconds.append(round(total, 2))
+    return seconds, [h["val_perplexity"] for h in history]
+
+
+def _epochs_for(ctx, name: str, options: dict, limit: int | None) -> tuple[int, float]:
+    """Epochs that fill ``-o seconds`` of training, from the training seconds of a one-epoch run."""
+    seconds = ctx.whole_option("seconds", FULL_SECONDS, minimum=1)
+    probe = train_model(name, options=dict(options), train_overrides={"epochs": 1, "seed": ctx.seed,
+                                                                       "device": ctx.device},
+                        limit=limit, out=ctx.path(f"{name}-probe"), progress=ctx.progress, log=_silent)
+    return max(2, round(seconds / probe["train_seconds"])), probe["train_seconds"]
+
+
+def _train(ctx, name: str) -> dict:
+    options, epochs, limit = PLAN["quick" if ctx.quick else "full"][name]
+    probe_seconds = None
+    if epochs is None:
+        epochs, probe_seconds = _epochs_for(ctx, name, options, limit)
+    overrides = {"epochs": epochs, "seed": ctx.seed, "device": ctx.device}
+    r = train_model(name, options=dict(options), train_overrides=overrides, limit=limit, out=ctx.path(name),
+                    progress=ctx.progress, log=_silent)
+    from divekit.tasks.language_model import load_language_model
+
+    model, _, ckpt = load_language_model(ctx.path(name) / "best.pt", expect_model=name)
+    per_token = training_flops_per_token(model, ckpt["task_state"]["num_steps"])
+    characters = sum(h["train_items_per_s"] * h["train_seconds"] for h in r["history"])
+    rate = characters / r["train_seconds"]
+    seconds, val = _curve(r["history"])
+    return {"options": options, "epochs": epochs, "probe_epoch_seconds": probe_seconds, "parameters": r["parameters"], "train_seconds": r["train_seconds"],
+            "characters_per_s": rate, "flops_per_character": per_token, "gflops_per_s": per_token * rate / 1e9,
+            "precision": (r.get("precision_choice") or {}).get("chosen"), "selected_epoch": r["selected_epoch"],
+            "test_perplexity": r["test"]["test_perplexity"], "curve": {"seconds": seconds, "val_perplexity": val}}
+
+
+def _dynamic(ctx, runs: dict) -> dict:
+    """Each member's step size chosen on validation, then the members and their mixture on test."""
+    from divekit.data.timemachine import load_lm_data
+    from divekit.tasks.language_model import load_language_model
+    from divekit.train.dynamic_eval import DynamicEvalConfig, dynamic_evaluate, ensemble
+
+    members, static, chosen = {}, {}, {}
+    for name in MODELS:
+        model, _, ckpt = load_language_model(ctx.path(name) / "best.pt", expect_model=name)
+        data = load_lm_data(ckpt["task_state"].get("token", "char"))
+        val, test = data.val[:EVAL_CHARACTERS], data.test[:EVAL_CHARACTERS]
+        on_val = {} if ctx.quick else {
+            lr: dynamic_evaluate(model, val, DynamicEvalConfig(lr=lr)).metrics()["perplexity"]
+            for lr in DYNAMIC_LRS[name]}
+        chosen[name] = min(on_val, key=on_val.get) if on_val else DYNAMIC_LRS[name][1]
+        static[name] = dynamic_evaluate(model, test, DynamicEvalConfig(lr=0.0), per_token=True)
+        members[name] = dynamic_evaluate(model, test, DynamicEvalConfig(lr=chosen[name]), per_token=True)
+        runs[name]["dynamic"] = {"val_perplexity_by_lr": {f"{lr:g}": p for lr, p in on_val.items()},
+                                 "lr": chosen[name], "test_perplexity": members[name].metrics()["perplexity"],
+                                 "test_perplexity_one_stream": static[name].metrics()["perplexity"]}
+    return {"static_test_perplexity": ensemble(list(static.values())).metrics()["perplexity"],
+            "dynamic_test_perplexity": ensemble(list(members.values())).metrics()["perplexity"],
+            "train_seconds": sum(runs[name]["train_seconds"] for name in MODELS)}
+
+
+def _summary(ctx, runs: dict, mixture: dict) -> str:
+    gpt, lstm = runs["gpt-lm"], runs["deep-lstm-lm"]
+    ahead = "GPT" if gpt["test_perplexity"] < lstm["test_perplexity"] else "LSTM"
+    return (f"{'Quick mode: a few epochs each, the start of both curves. ' if ctx.quick else ''}"
+            f"After {gpt['train_seconds']:.0f} s of training the GPT reaches test perplexity "
+            f"{gpt['test_perplexity']:.2f}, the LSTM after {lstm['train_seconds']:.0f} s "
+            f"{lstm['test_perplexity']:.2f}: the {ahead} is ahead by "
+            f"{abs(gpt['test_perplexity'] - lstm['test_perplexity']):.2f}. Their ensemble scores "
+            f"{mixture['static_test_perplexity']:.2f} over one stream, and {mixture['dynamic_test_perplexity']:.2f} "
+            f"with dynamic evaluation, for {mixture['train_seconds']:.0f} s of training in all.")
+
+
+def _table(runs: dict, mixture: dict) -> list[dict]:
+    rows = [[LABELS[n], r["parameters"], r["epochs"], r["train_seconds"], r["characters_per_s"], r["gflops_per_s"],
+             r["test_perplexity"], r["dynamic"]["lr"], r["dynamic"]["test_perplexity"]] for n, r in runs.items()]
+    rows.append(["ensemble (mean of probabilities)", sum(r["parameters"] for r in runs.values()), None,
+                 mixture["train_seconds"], None, None, mixture["static_test_perplexity"], None,
+                 mixture["dynamic_test_perplexity"]])
+    return [{"title": "Test perplexity at about equal training time (each model chosen on validation)",
+             "columns": ["model", "parameters", "epochs", "training s", "characters/s", "GFLOP/s",
+                         "test ppl.", "dynamic lr", "test ppl., dynamic"],
+             "rows": rows}]
+
+
+@register_experiment("gpt-vs-lstm", chapter="attention", title="GPT or LSTM at equal training time",
+                     description="gpt-lm against deep-lstm-lm on The Time Machine: validation perplexity "
+                                 "against training seconds, test perplexity, and their ensemble with "
+                                 "dynamic evaluation",
+                     options={"seconds": f"training seconds per model in full mode (default {FULL_SECONDS})"},
+                     modes=("Quick: four GPT epochs and two LSTM epochs, dynamic evaluation at preset step "
+                            "sizes, about a minute; full: epochs sized by a one-epoch probe to ten minutes of "
+                            "training each (-o seconds=N), the step sizes chosen on validation."))
+def run(ctx) -> dict:
+    runs = {name: _train(ctx, name) for name in MODELS}
+    mixture = _dynamic(ctx, runs)
+    line_plot(ctx.path("val_perplexity_vs_seconds.png"),
+              {(LABELS[n], "val"): (runs[n]["curve"]["seconds"], runs[n]["curve"]["val_perplexity"]) for n in MODELS},
+              xlabel="training seconds", ylabel="validation perplexity", logy=True,
+              title="Character LMs of The Time Machine")
+    gap = runs["gpt-lm"]["test_perplexity"] - runs["deep-lstm-lm"]["test_perplexity"]
+    return {"summary": _summary(ctx, runs, mixture),
+            "metrics": {"gpt_test_perplexity": runs["gpt-lm"]["test_perplexity"],
+                        "lstm_test_perplexity": runs["deep-lstm-lm"]["test_perplexity"],
+                        "gpt_minus_lstm_test_perplexity": gap,
+                        "ensemble_dynamic_test_perplexity": mixture["dynamic_test_perplexity"],
+                        "ensemble_train_seconds": mixture["train_seconds"]},
+            "runs": runs, "ensemble": mixture, "tables": _table(runs, mixture),
+            "figures": [{"file": "val_perplexity_vs_seconds.png",
+                         "caption": "Validation perplexity (log axis) after each epoch against the seconds of "
+                                    "training so far, for the GPT and the LSTM trained one after the other."}]}
