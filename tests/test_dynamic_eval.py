@@ -73,6 +73,13 @@ def test_ensemble_mixes_probabilities_token_by_token():
     torch.testing.assert_close(ensemble([a, a]).token_nll, a.token_nll.double())
     with pytest.raises(ValueError, match="per_token"):
         ensemble([dynamic_evaluate(_model(), text, DynamicEvalConfig(lr=0.0))])
+    weighted = ensemble([a, b], [0.25, 0.75])
+    expected = -torch.log(0.25 * torch.exp(-a.token_nll.double()) + 0.75 * torch.exp(-b.token_nll.double()))
+    torch.testing.assert_close(weighted.token_nll, expected)
+    torch.testing.assert_close(ensemble([a, b], [0.0, 1.0]).token_nll, b.token_nll.double())  # a weight of 0 drops
+    for bad in ([0.5], [0.7, 0.7], [-0.5, 1.5]):
+        with pytest.raises(ValueError, match="weights"):
+            ensemble([a, b], bad)
 
 
 def test_bad_input_is_refused():

@@ -92,5 +92,8 @@ def test_full_mode_sizes_the_epochs_from_a_probe_epoch_and_tries_each_step_size(
         tried = run["dynamic"]["val_perplexity_by_lr"]
         assert set(tried) == {f"{lr:g}" for lr in gpt_vs_lstm.DYNAMIC_LRS[name]}
         assert tried[f"{run['dynamic']['lr']:g}"] == min(tried.values())
+    weight = saved["ensemble"]["gpt_weight"]
+    assert 0 <= weight <= 1 and round(20 * weight) == pytest.approx(20 * weight)
+    assert "weighted_dynamic_test_perplexity" in saved["ensemble"]
     with pytest.raises(DivekitError, match="seconds must be at least 1"):
         run_experiment("gpt-vs-lstm", tmp_path / "bad", quick=False, progress=False, options={"seconds": "0"})

@@ -105,29 +105,45 @@ def _train(ctx, name: str) -> dict:
             "test_perplexity": r["test"]["test_perplexity"], "curve": {"seconds": seconds, "val_perplexity": val}}
 
 
+def _mix_weight(on_val: list) -> float:
+    """The GPT's weight in the two-model mixture (a grid of twentieths) that scores validation best."""
+    from divekit.train.dynamic_eval import ensemble
+
+    grid = [i / 20 for i in range(21)]
+    return min(grid, key=lambda w: ensemble(on_val, [w, 1.0 - w]).loss)
+
+
 def _dynamic(ctx, runs: dict) -> dict:
-    """Each member's step size chosen on validation, then the members and their mixture on test."""
+    """Each member's step size chosen on validation, then the members and their mixture on test.
+
+    Full mode also chooses the mixture's weights on validation (the members need not be equally good).
+    """
     from divekit.data.timemachine import load_lm_data
     from divekit.tasks.language_model import load_language_model
     from divekit.train.dynamic_eval import DynamicEvalConfig, dynamic_evaluate, ensemble
 
-    members, static, chosen = {}, {}, {}
+    members, static, val_members = [], [], []
     for name in MODELS:
         model, _, ckpt = load_language_model(ctx.path(name) / "best.pt", expect_model=name)
         data = load_lm_data(ckpt["task_state"].get("token", "char"))
         val, test = data.val[:EVAL_CHARACTERS], data.test[:EVAL_CHARACTERS]
-        on_val = {} if ctx.quick else {
-            lr: dynamic_evaluate(model, val, DynamicEvalConfig(lr=lr)).metrics()["perplexity"]
-            for lr in DYNAMIC_LRS[name]}
-        chosen[name] = min(on_val, key=on_val.get) if on_val else DYNAMIC_LRS[name][1]
-        static[name] = dynamic_evaluate(model, test, DynamicEvalConfig(lr=0.0), per_token=True)
-        members[name] = dynamic_evaluate(model, test, DynamicEvalConfig(lr=chosen[name]), per_token=True)
-        runs[name]["dynamic"] = {"val_perplexity_by_lr": {f"{lr:g}": p for lr, p in on_val.items()},
-                                 "lr": chosen[name], "test_perplexity": members[name].metrics()["perplexity"],
-                                 "test_perplexity_one_stream": static[name].metrics()["perplexity"]}
-    return {"static_test_perplexity": ensemble(list(static.values())).metrics()["perplexity"],
-            "dynamic_test_perplexity": ensemble(list(members.values())).metrics()["perplexity"],
-            "train_seconds": sum(runs[name]["train_seconds"] for name in MODELS)}
+        on_val = {} if ctx.quick else {lr: dynamic_evaluate(model, val, DynamicEvalConfig(lr=lr), per_token=True)
+                                       for lr in DYNAMIC_LRS[name]}
+        lr = min(on_val, key=lambda k: on_val[k].loss) if on_val else DYNAMIC_LRS[name][1]
+        if on_val:
+            val_members.append(on_val[lr])
+        static.append(dynamic_evaluate(model, test, DynamicEvalConfig(lr=0.0), per_token=True))
+        members.append(dynamic_evaluate(model, test, DynamicEvalConfig(lr=lr), per_token=True))
+        runs[name]["dynamic"] = {"val_perplexity_by_lr": {f"{k:g}": r.metrics()["perplexity"] for k, r in on_val.items()},
+                                 "lr": lr, "test_perplexity": members[-1].metrics()["perplexity"],
+                                 "test_perplexity_one_stream": static[-1].metrics()["perplexity"]}
+    mixture = {"static_test_perplexity": ensemble(static).metrics()["perplexity"],
+               "dynamic_test_perplexity": ensemble(members).metrics()["perplexity"],
+               "train_seconds": sum(runs[name]["train_seconds"] for name in MODELS)}
+    if val_members:
+        w = _mix_weight(val_members)
+        mixture.update(gpt_weight=w, weighted_dynamic_test_perplexity=ensemble(members, [w, 1 - w]).metrics()["perplexity"])
+    return mixture
 
 
 def _summary(ctx, runs: dict, mixture: dict) -> str:
@@ -148,6 +164,10 @@ def _table(runs: dict, mixture: dict) -> list[dict]:
     rows.append(["ensemble (mean of probabilities)", sum(r["parameters"] for r in runs.values()), None,
                  mixture["train_seconds"], None, None, mixture["static_test_perplexity"], None,
                  mixture["dynamic_test_perplexity"]])
+    if "gpt_weight" in mixture:
+        rows.append([f"ensemble, GPT weight {mixture['gpt_weight']:.2f} (chosen on validation)",
+                     sum(r["parameters"] for r in runs.values()), None, mixture["train_seconds"], None, None, None,
+                     None, mixture["weighted_dynamic_test_perplexity"]])
     return [{"title": "Test perplexity at about equal training time (each model chosen on validation)",
              "columns": ["model", "parameters", "epochs", "training s", "characters/s", "GFLOP/s",
                          "test ppl.", "dynamic lr", "test ppl., dynamic"],

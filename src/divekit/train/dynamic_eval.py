@@ -24,7 +24,6 @@ The trained model is not modified: adaptation runs on a deep copy in evaluation 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
@@ -107,16 +106,22 @@ def dynamic_evaluate(model: nn.Module, tokens: Tensor, config: DynamicEvalConfig
     return DynamicEvalResult(total, count, time.perf_counter() - start, token_nll)
 
 
-def ensemble(results: list[DynamicEvalResult]) -> DynamicEvalResult:
-    """The equal-weight mixture of several models' per-token predictions of the same text.
+def ensemble(results: list[DynamicEvalResult], weights: list[float] | None = None) -> DynamicEvalResult:
+    """The mixture of several models' per-token predictions of the same text, equal-weight by default.
 
-    ``-log mean_m exp(-nll_m)`` per token, computed stably with ``logsumexp``; the seconds add up
-    (the members run one after another). Each result needs ``token_nll`` (``per_token=True``).
+    ``-log sum_m w_m exp(-nll_m)`` per token, computed stably with ``logsumexp``; the seconds add up
+    (the members run one after another). Each result needs ``token_nll`` (``per_token=True``);
+    ``weights`` (one per member, non-negative, summing to 1) are chosen on validation, never on test.
     """
     if not results or any(r.token_nll is None for r in results):
         raise ValueError("ensemble needs at least one result computed with per_token=True")
     if len({r.count for r in results}) != 1:
         raise ShapeError(f"ensemble members scored texts of different lengths: {[r.count for r in results]}")
-    nll = torch.stack([r.token_nll for r in results])  # (members, count)
-    mixed = math.log(len(results)) - torch.logsumexp(-nll.double(), dim=0)  # (count,)
+    if weights is None:
+        weights = [1.0 / len(results)] * len(results)
+    if len(weights) != len(results) or min(weights) < 0 or abs(sum(weights) - 1.0) > 1e-9:
+        raise ValueError(f"ensemble weights must be one per member, non-negative and sum to 1, got {weights}")
+    nll = torch.stack([r.token_nll for r in results]).double()  # (members, count)
+    log_w = torch.tensor(weights, dtype=torch.float64).log().unsqueeze(1)  # (members, 1); log 0 = -inf drops one
+    mixed = -torch.logsumexp(log_w - nll, dim=0)  # (count,)
     return DynamicEvalResult(mixed.sum().item(), results[0].count, sum(r.seconds for r in results), mixed)
