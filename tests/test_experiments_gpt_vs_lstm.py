@@ -72,6 +72,9 @@ def test_both_models_are_trained_plotted_and_ensembled(tmp_path, monkeypatch):
     assert saved["ensemble"]["static_test_perplexity"] <= max(members) + 1e-9
     assert saved["ensemble"]["train_seconds"] == pytest.approx(
         sum(saved["runs"][n]["train_seconds"] for n in ("gpt-lm", "deep-lstm-lm")))
+    assert result["metrics"]["uniform_test_perplexity"] == pytest.approx(28.0)  # the 28-character vocabulary
+    assert result["metrics"]["trigram_test_perplexity"] < result["metrics"]["bigram_test_perplexity"]
+    assert f"bigrams score {result['metrics']['bigram_test_perplexity']:.2f}" in result["summary"]
     assert result["metrics"]["gpt_minus_lstm_test_perplexity"] == pytest.approx(
         saved["runs"]["gpt-lm"]["test_perplexity"] - saved["runs"]["deep-lstm-lm"]["test_perplexity"])
 

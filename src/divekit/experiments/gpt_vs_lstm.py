@@ -146,14 +146,24 @@ def _dynamic(ctx, runs: dict) -> dict:
     return mixture
 
 
-def _summary(ctx, runs: dict, mixture: dict) -> str:
+def _ngram_baselines() -> dict[str, float]:
+    """Test perplexities of count-based n-gram models of the training block, for scale."""
+    from divekit.data.timemachine import load_lm_data
+    from divekit.metrics.perplexity import baselines
+
+    data = load_lm_data("char")
+    return baselines(data.train, data.test, len(data.vocab))
+
+
+def _summary(ctx, runs: dict, mixture: dict, ngrams: dict[str, float]) -> str:
     gpt, lstm = runs["gpt-lm"], runs["deep-lstm-lm"]
     ahead = "GPT" if gpt["test_perplexity"] < lstm["test_perplexity"] else "LSTM"
     return (f"{'Quick mode: a few epochs each, the start of both curves. ' if ctx.quick else ''}"
             f"After {gpt['train_seconds']:.0f} s of training the GPT reaches test perplexity "
             f"{gpt['test_perplexity']:.2f}, the LSTM after {lstm['train_seconds']:.0f} s "
             f"{lstm['test_perplexity']:.2f}: the {ahead} is ahead by "
-            f"{abs(gpt['test_perplexity'] - lstm['test_perplexity']):.2f}. Their ensemble scores "
+            f"{abs(gpt['test_perplexity'] - lstm['test_perplexity']):.2f} (count-based bigrams score "
+            f"{ngrams['bigram']:.2f}, trigrams {ngrams['trigram']:.2f}). Their ensemble scores "
             f"{mixture['static_test_perplexity']:.2f} over one stream, and {mixture['dynamic_test_perplexity']:.2f} "
             f"with dynamic evaluation, for {mixture['train_seconds']:.0f} s of training in all.")
 
@@ -190,12 +200,14 @@ def run(ctx) -> dict:
               xlabel="training seconds", ylabel="validation perplexity", logy=True,
               title="Character LMs of The Time Machine")
     gap = runs["gpt-lm"]["test_perplexity"] - runs["deep-lstm-lm"]["test_perplexity"]
-    return {"summary": _summary(ctx, runs, mixture),
+    ngrams = _ngram_baselines()
+    return {"summary": _summary(ctx, runs, mixture, ngrams),
             "metrics": {"gpt_test_perplexity": runs["gpt-lm"]["test_perplexity"],
                         "lstm_test_perplexity": runs["deep-lstm-lm"]["test_perplexity"],
                         "gpt_minus_lstm_test_perplexity": gap,
                         "ensemble_dynamic_test_perplexity": mixture["dynamic_test_perplexity"],
-                        "ensemble_train_seconds": mixture["train_seconds"]},
+                        "ensemble_train_seconds": mixture["train_seconds"],
+                        **{f"{order}_test_perplexity": value for order, value in ngrams.items()}},
             "runs": runs, "ensemble": mixture, "tables": _table(runs, mixture),
             "figures": [{"file": "val_perplexity_vs_seconds.png",
                          "caption": "Validation perplexity (log axis) after each epoch against the seconds of "
