@@ -80,7 +80,7 @@ def _vocabularies(train, test) -> dict:
 
 
 def _human_agreement(test) -> dict:
-    from divekit.commands.mt_evaluate import group_by_source
+    from divekit.metrics.mt_scores import group_by_source
     from divekit.metrics.bleu import corpus_bleu, corpus_bleu_multi, reference_streams
     from divekit.metrics.chrf import corpus_chrf
 

@@ -9,13 +9,15 @@ checkpoints are evaluated after their pretraining file has been moved away: they
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from divekit.cli import main
 from divekit.errors import DivekitError
-from divekit.experiments import attention, bert_labels, char_lm, cnn_compare, fashion_mnist_baselines, translation
+from divekit.experiments import (attention, bert_labels, char_lm, cnn_compare, fashion_mnist_baselines, gpt_vs_lstm,
+                                 translation)
 from divekit.experiments.base import run_experiment
 from divekit.tasks import masked_lm, question
 from divekit.tasks import translation as mt_task
@@ -23,6 +25,7 @@ from divekit.train.checkpoint import load_checkpoint
 
 from conftest import needs_fashion_mnist
 from test_bert_question import synthetic
+from test_experiments_gpt_vs_lstm import TINY_GPT, TINY_LSTM
 
 TINY_GRU = {"src_vocab_size": 400, "tgt_vocab_size": 400, "embed_size": 16, "hidden_size": 16, "num_layers": 1,
             "num_steps": 10}
@@ -83,13 +86,26 @@ def commands_for(checkpoint: Path, task: str) -> list[list[str]]:
 
 @needs_fashion_mnist
 @pytest.mark.usefixtures("tiny_tour")
-def test_every_tour_checkpoint_works_with_every_command(tmp_path, capsys):
+def test_every_tour_checkpoint_works_with_every_command(tmp_path, capsys, monkeypatch):
     tour = tmp_path / "tour"
-    for name in ("fashion-mnist-baselines", "char-lm", "translation", "attention", "cnn-compare"):
+    monkeypatch.setitem(gpt_vs_lstm.PLAN, "quick", {"gpt-lm": (TINY_GPT, 1, 3000), "deep-lstm-lm": (TINY_LSTM, 1, 3000)})
+    monkeypatch.setattr(gpt_vs_lstm, "EVAL_CHARACTERS", 1000)
+    for name in ("fashion-mnist-baselines", "char-lm", "translation", "attention", "cnn-compare", "gpt-vs-lstm"):
         run_experiment(name, tour / name, quick=True, progress=False)
     run_experiment("bert-labels", tour / "bert-labels", quick=True, progress=False, options={"budgets": "20"})
     summary = (tour / "attention" / "results.json").read_text()
     assert "The seq2seq model is the translation experiment's, trained once for both sections." in summary
+    # Both MT sections report BLEU per pair and grouped, chrF and chrF++, with their signatures; the
+    # per-pair BLEU is the figure the experiment reports elsewhere.
+    for name, method, metric in (("translation", "greedy", "test_bleu_greedy"),
+                                 ("attention", "transformer, beam 4", "transformer_bleu_beam4")):
+        result = json.loads((tour / name / "results.json").read_text())
+        scores, signatures = (t for t in result["tables"] if t["title"].startswith(("Test scores as", "Signatures")))
+        assert scores["columns"] == ["method", "BLEU per pair", "chrF per pair", "chrF++ per pair", "BLEU grouped",
+                                     "chrF grouped", "chrF++ grouped"]
+        row = next(r for r in scores["rows"] if r[0] == method)
+        assert row[1] == pytest.approx(result["metrics"][metric], abs=1e-9)
+        assert any(s.startswith("nrefs:var") or "nrefs:var" in s for _, s in signatures["rows"])
     checkpoints = sorted(tour.rglob("best.pt"))
     tasks = {path: load_checkpoint(path)["task"] for path in checkpoints}
     models = {load_checkpoint(path)["model"] for path in checkpoints}
@@ -97,7 +113,7 @@ def test_every_tour_checkpoint_works_with_every_command(tmp_path, capsys):
     # pretrained and fine-tuned.
     assert set(tasks.values()) == {"fashion-mnist", "timemachine", "fra-eng", "masked-lm", "eng-question"}
     assert {"seq2seq", "seq2seq-attention", "transformer", "lstm-lm", "bn-lenet", "lenet", "bert",
-            "bert-question"} <= models
+            "bert-question", "gpt-lm", "deep-lstm-lm"} <= models
     encoder = tour / "bert-labels" / "bert"
     encoder.rename(tour / "bert-moved")
     tasks = {(tour / "bert-moved" / p.relative_to(encoder) if p.is_relative_to(encoder) else p): t

@@ -134,7 +134,7 @@ def test_mt_evaluate_prints_sacrebleu_scores_and_signature(checkpoint, capsys):
     sacrebleu = pytest.importorskip("sacrebleu")
     from sacrebleu.metrics import BLEU, CHRF
 
-    from divekit.commands.mt_evaluate import group_by_source
+    from divekit.metrics.mt_scores import group_by_source
     from divekit.metrics.bleu import reference_streams
     from divekit.tasks.translation import real_splits
 

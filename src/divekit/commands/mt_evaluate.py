@@ -22,7 +22,6 @@ output is joined back into words before it is scored.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 
 from divekit.errors import DivekitError
@@ -39,46 +38,8 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def group_by_source(pairs: Sequence) -> tuple[list[list[str]], list[list[str]], list[int]]:
-    """``(sources, reference_sets, source_of_pair)``: distinct sources in first-seen order, the
-    references of each (joined words), and for every pair the index of its source."""
-    index: dict[tuple[str, ...], int] = {}
-    sources: list[list[str]] = []
-    refs: list[list[str]] = []
-    source_of: list[int] = []
-    for src, tgt in pairs:
-        key = tuple(src)
-        if key not in index:
-            index[key] = len(sources)
-            sources.append(list(src))
-            refs.append([])
-        refs[index[key]].append(" ".join(tgt))
-        source_of.append(index[key])
-    return sources, refs, source_of
-
-
-def score_all(hyps: list[str], pair_refs: list[str], ref_sets: list[list[str]],
-              source_of: list[int]) -> dict[str, object]:
-    """The six scores of one decoding method: BLEU, chrF and chrF++, per pair and grouped.
-
-    ``hyps[i]`` translates source i; ``pair_refs[j]`` is pair j's reference, ``source_of[j]`` its source.
-    """
-    from divekit.metrics.bleu import corpus_bleu, corpus_bleu_multi, reference_streams
-    from divekit.metrics.chrf import corpus_chrf
-
-    pair_hyps = [hyps[i] for i in source_of]
-    streams = reference_streams(ref_sets)
-    return {
-        "BLEU per pair": corpus_bleu(pair_hyps, pair_refs),
-        "chrF per pair": corpus_chrf(pair_hyps, [pair_refs]),
-        "chrF++ per pair": corpus_chrf(pair_hyps, [pair_refs], word_order=2),
-        "BLEU grouped": corpus_bleu_multi(hyps, streams),
-        "chrF grouped": corpus_chrf(hyps, streams),
-        "chrF++ grouped": corpus_chrf(hyps, streams, word_order=2),
-    }
-
-
 def run(args: argparse.Namespace) -> int:
+    from divekit.metrics.mt_scores import group_by_source, score_all
     from divekit.tasks.translation import BLEU_UNK, load_translator, real_splits
 
     if min(args.beam) < 1:

@@ -37,6 +37,7 @@ from divekit.experiments import translation as mt
 from divekit.experiments.base import ExperimentContext
 from divekit.experiments.heatmap_plot import heatmap_plot
 from divekit.flops import matmul_gflops
+from divekit.metrics.mt_scores import scores_tables
 from divekit.models.transformer import RecomputingDecoder
 from divekit.nn.positional import sinusoidal_table
 from divekit.pipeline import config_to_dict, load_trained
@@ -223,7 +224,7 @@ def run(ctx: ExperimentContext) -> dict:
     speed_pairs = ctx.pick(100, 1000)
     index = None  # the heatmaps' test sentence, chosen with the first attention model's vocabularies
     beam_pairs = mt.sample(test, QUICK_BEAM_PAIRS, ctx.seed) if ctx.quick else test
-    reused = []
+    reused, beam_outputs = [], {}
     for name in MODELS:
         checkpoint = ctx.options.get(name) or reusable(ctx, name)  # quick runs take no checkpoint options
         r = trained(name, Path(checkpoint)) if checkpoint else train(ctx, name, splits)
@@ -233,7 +234,7 @@ def run(ctx: ExperimentContext) -> dict:
         greedy, _ = task.bleu(model, "test")
         translator = task.translator(model)
         sampled = translator.bleu(beam_pairs)[0].score if ctx.quick else None
-        beam, _ = translator.bleu(beam_pairs, beam_size=4, alpha=0.75)
+        beam, beam_outputs[f"{name}, beam 4"] = translator.bleu(beam_pairs, beam_size=4, alpha=0.75)
         with torch.no_grad():
             cached = decoding_speed(model, task, speed_pairs)
             plain = decoding_speed(RecomputingDecoder(model), task, speed_pairs) if name == "transformer" else None
@@ -277,7 +278,8 @@ def run(ctx: ExperimentContext) -> dict:
                                 *([f"BLEU greedy ({len(beam_pairs):,} sampled)"] if ctx.quick else []),
                                 f"BLEU beam 4 ({len(beam_pairs):,}{' sampled' if ctx.quick else ''})",
                                 "decode sent/s", "decode sent/s, no cache"],
-                    "rows": rows}],
+                    "rows": rows},
+                   *scores_tables(beam_pairs, beam_outputs)],
         "figures": figures,
     }
 

@@ -19,6 +19,7 @@ import time
 from divekit import seeding
 from divekit.experiments.base import ExperimentContext
 from divekit.metrics.bleu import corpus_bleu
+from divekit.metrics.mt_scores import scores_tables
 from divekit.plots import bars_plot, line_plot  # also selects matplotlib's file-only backend
 from divekit.registry import config_to_dict, get_model, register_experiment
 from divekit.tasks.translation import (
@@ -170,6 +171,7 @@ def run(ctx: ExperimentContext) -> dict:
         "tables": [
             {"title": "Test BLEU by decoding method",
              "columns": ["method", "width", "alpha", "BLEU", "hyp/ref length", "seconds"], "rows": rows},
+            *scores_tables(test, {"greedy": outputs[(1, 0.0)], best[0]: outputs[best_key]}),
             {"title": "Test BLEU by source length",
              "columns": ["source tokens", "pairs", "greedy BLEU", f"{best[0]} BLEU"], "rows": length_rows},
             {"title": "20 test translations",
