@@ -55,6 +55,8 @@ def test_lstm_flops_count_its_gate_and_output_matrices_only():
 def test_both_models_are_trained_plotted_and_ensembled(tmp_path, monkeypatch):
     monkeypatch.setitem(gpt_vs_lstm.PLAN, "quick", {"gpt-lm": (TINY_GPT, 2, 3000),
                                                     "deep-lstm-lm": (TINY_LSTM, 2, 3000)})
+    monkeypatch.setattr(gpt_vs_lstm, "EVAL_CHARACTERS", None)
+    monkeypatch.setattr(gpt_vs_lstm, "QUICK_EVAL_CHARACTERS", 1200)
     out = tmp_path / "gpt-vs-lstm"
     result = run_experiment("gpt-vs-lstm", out, quick=True, progress=False)
     saved = json.loads((out / "results.json").read_text())
@@ -64,12 +66,15 @@ def test_both_models_are_trained_plotted_and_ensembled(tmp_path, monkeypatch):
         assert len(run["curve"]["seconds"]) == len(run["curve"]["val_perplexity"]) == 2
         assert run["curve"]["seconds"][0] < run["curve"]["seconds"][1] == pytest.approx(run["train_seconds"], abs=0.01)
         assert run["gflops_per_s"] > 0 and run["parameters"] > 0
+        assert run["precision"] in ("fp32", "bf16")
         assert run["dynamic"]["lr"] == gpt_vs_lstm.DYNAMIC_LRS[name][1]  # quick: the middle step size, untried
         # The experiment's one-stream static score is a fresh evaluation of the selected checkpoint.
         assert 1 < run["dynamic"]["test_perplexity_one_stream"] < 28
     members = [saved["runs"][n]["dynamic"]["test_perplexity_one_stream"] for n in ("gpt-lm", "deep-lstm-lm")]
     # A mixture of probabilities is never worse than its worse member (log-sum-exp is convex).
     assert saved["ensemble"]["static_test_perplexity"] <= max(members) + 1e-9
+    assert saved["ensemble"]["scored_characters"] == 1199  # quick mode reads the start of the block
+    assert "first 1,200 test characters" in result["summary"]
     assert saved["ensemble"]["train_seconds"] == pytest.approx(
         sum(saved["runs"][n]["train_seconds"] for n in ("gpt-lm", "deep-lstm-lm")))
     assert result["metrics"]["uniform_test_perplexity"] == pytest.approx(28.0)  # the 28-character vocabulary
