@@ -91,7 +91,8 @@ def _epochs_for(ctx, name: str, options: dict, limit: int | None) -> tuple[int, 
     return max(2, round(seconds / probe["train_seconds"])), probe["train_seconds"]
 
 
-def _train(ctx, name: str) -> dict:
+def _train(ctx, name: str) -> tuple[dict, nn.Module]:
+    """Train ``name`` as planned; its record and its selected model (eval mode)."""
     options, epochs, limit = PLAN["quick" if ctx.quick else "full"][name]
     probe_seconds = None
     if epochs is None:
@@ -104,11 +105,12 @@ def _train(ctx, name: str) -> dict:
     characters = sum(h["train_items_per_s"] * h["train_seconds"] for h in r["history"])
     rate = characters / r["train_seconds"]
     seconds, val = _curve(r["history"])
-    return {"options": options, "epochs": epochs, "probe_epoch_seconds": probe_seconds,
+    record = {"options": options, "epochs": epochs, "probe_epoch_seconds": probe_seconds,
             "parameters": r["parameters"], "train_seconds": r["train_seconds"], "characters_per_s": rate,
             "flops_per_character": per_token, "gflops_per_s": per_token * rate / 1e9,
             "precision": (r.get("precision_choice") or {}).get("precision"), "selected_epoch": r["selected_epoch"],
             "test_perplexity": r["test"]["test_perplexity"], "curve": {"seconds": seconds, "val_perplexity": val}}
+    return record, model
 
 
 def _mix_weight(on_val: list) -> float:
@@ -117,17 +119,15 @@ def _mix_weight(on_val: list) -> float:
     return min(grid, key=lambda w: ensemble(on_val, [w, 1.0 - w]).loss)
 
 
-def _dynamic(ctx, runs: dict) -> dict:
+def _dynamic(ctx, runs: dict, models: dict[str, nn.Module], data) -> dict:
     """Each member's step size chosen on validation, then the members and their mixture on test.
 
     Full mode also chooses the mixture's weights on validation (the members need not be equally good).
     """
+    keep = EVAL_CHARACTERS if EVAL_CHARACTERS is not None or not ctx.quick else QUICK_EVAL_CHARACTERS
+    val, test = data.val[:keep], data.test[:keep]
     members, static, val_members = [], [], []
-    for name in MODELS:
-        model, _, ckpt = load_language_model(ctx.path(name) / "best.pt", expect_model=name)
-        data = load_lm_data(ckpt["task_state"].get("token", "char"))
-        keep = EVAL_CHARACTERS if EVAL_CHARACTERS is not None or not ctx.quick else QUICK_EVAL_CHARACTERS
-        val, test = data.val[:keep], data.test[:keep]
+    for name, model in models.items():
         on_val = {} if ctx.quick else {lr: dynamic_evaluate(model, val, DynamicEvalConfig(lr=lr), per_token=True)
                                        for lr in DYNAMIC_LRS[name]}
         lr = min(on_val, key=lambda k: on_val[k].loss) if on_val else DYNAMIC_LRS[name][1]
@@ -146,12 +146,6 @@ def _dynamic(ctx, runs: dict) -> dict:
         w = _mix_weight(val_members)
         mixture.update(gpt_weight=w, weighted_dynamic_test_perplexity=ensemble(members, [w, 1 - w]).metrics()["perplexity"])
     return mixture
-
-
-def _ngram_baselines() -> dict[str, float]:
-    """Test perplexities of count-based n-gram models of the training block, for scale."""
-    data = load_lm_data("char")
-    return baselines(data.train, data.test, len(data.vocab))
 
 
 def _summary(ctx, runs: dict, mixture: dict, ngrams: dict[str, float]) -> str:
@@ -194,14 +188,16 @@ def _table(runs: dict, mixture: dict) -> list[dict]:
                             "sizes, under a minute; full: epochs sized by a one-epoch probe to ten minutes of "
                             "training each (-o seconds=N), the step sizes chosen on validation."))
 def run(ctx) -> dict:
-    runs = {name: _train(ctx, name) for name in MODELS}
-    mixture = _dynamic(ctx, runs)
+    trained = {name: _train(ctx, name) for name in MODELS}
+    runs = {name: record for name, (record, _) in trained.items()}
+    data = load_lm_data("char")  # both models read characters (the registered token)
+    mixture = _dynamic(ctx, runs, {name: model for name, (_, model) in trained.items()}, data)
     line_plot(ctx.path("val_perplexity_vs_seconds.png"),
               {(LABELS[n], "val"): (runs[n]["curve"]["seconds"], runs[n]["curve"]["val_perplexity"]) for n in MODELS},
               xlabel="training seconds", ylabel="validation perplexity", logy=True,
               title="Character LMs of The Time Machine")
     gap = runs["gpt-lm"]["test_perplexity"] - runs["deep-lstm-lm"]["test_perplexity"]
-    ngrams = _ngram_baselines()
+    ngrams = baselines(data.train, data.test, len(data.vocab))  # count-based n-grams, for scale
     return {"summary": _summary(ctx, runs, mixture, ngrams),
             "metrics": {"gpt_test_perplexity": runs["gpt-lm"]["test_perplexity"],
                         "lstm_test_perplexity": runs["deep-lstm-lm"]["test_perplexity"],
