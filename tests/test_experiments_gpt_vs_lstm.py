@@ -69,7 +69,8 @@ def test_both_models_are_trained_plotted_and_ensembled(tmp_path, monkeypatch):
         assert run["precision"] in ("fp32", "bf16")
         assert run["dynamic"]["lr"] == gpt_vs_lstm.DYNAMIC_LRS[name][1]  # quick: the middle step size, untried
         # The experiment's one-stream static score is a fresh evaluation of the selected checkpoint.
-        assert 1 < run["dynamic"]["test_perplexity_one_stream"] < 28
+        # Four steps, all inside the recipe's warm-up: near the uniform 28, not far from it either way.
+        assert 20 < run["dynamic"]["test_perplexity_one_stream"] < 32
     members = [saved["runs"][n]["dynamic"]["test_perplexity_one_stream"] for n in ("gpt-lm", "deep-lstm-lm")]
     # A mixture of probabilities is never worse than its worse member (log-sum-exp is convex).
     assert saved["ensemble"]["static_test_perplexity"] <= max(members) + 1e-9

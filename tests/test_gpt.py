@@ -9,7 +9,7 @@ from torch import nn
 
 from divekit.decode.sampling import generate, next_token
 from divekit.errors import DivekitError, ShapeError
-from divekit.models.gpt import GPT, GPTBlock, GPTConfig
+from divekit.models.gpt import GPT, POSITIONS, GPTBlock, GPTConfig
 from divekit.nn.transformer_blocks import causal_mask
 from divekit.registry import get_model
 
@@ -50,8 +50,11 @@ def test_block_equals_torch_pre_norm_encoder_layer_with_a_causal_mask():
         ours.load_from_torch(nn.TransformerEncoderLayer(16, 4, 24, batch_first=True))
 
 
-def test_fused_attention_equals_the_scratch_steps_in_logits_and_gradients():
-    scratch, fused = tiny_gpt(fused_attention=False), tiny_gpt(fused_attention=True)
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_fused_attention_equals_the_scratch_steps_in_logits_and_gradients(positions):
+    # With ALiBi the fused kernel takes the biases and the causal mask as one additive mask.
+    scratch = tiny_gpt(fused_attention=False, positions=positions)
+    fused = tiny_gpt(fused_attention=True, positions=positions)
     fused.load_state_dict(scratch.state_dict())
     x = torch.randint(11, (3, 8))
     a, b = scratch(x[:, :5])[0], fused(x[:, :5])[0]
@@ -65,8 +68,9 @@ def test_fused_attention_equals_the_scratch_steps_in_logits_and_gradients():
     torch.testing.assert_close(fused(x[:, 5:], state)[0], scratch(x)[0][:, 5:], rtol=0, atol=1e-12)
 
 
-def test_no_position_sees_the_future():
-    model = tiny_gpt()
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_no_position_sees_the_future(positions):
+    model = tiny_gpt(positions=positions)
     x = torch.randint(11, (2, 8))
     logits, _ = model(x)
     changed = x.clone()
@@ -97,9 +101,10 @@ def naive_logits(model: GPT, sequence: list[int]) -> torch.Tensor:
     return torch.stack(rows)  # (N, V)
 
 
+@pytest.mark.parametrize("positions", POSITIONS)
 @pytest.mark.parametrize("keep", [0, 3, 7])
-def test_any_cut_into_calls_equals_recomputing_each_window(keep):
-    model = tiny_gpt(context_keep=keep)
+def test_any_cut_into_calls_equals_recomputing_each_window(keep, positions):
+    model = tiny_gpt(context_keep=keep, positions=positions)
     sequence = torch.randint(11, (1, 29))
     expected = naive_logits(model, sequence[0].tolist())
     with torch.no_grad():
@@ -115,8 +120,9 @@ def test_any_cut_into_calls_equals_recomputing_each_window(keep):
     assert state.keys.shape == (2, 1, 2, state.tokens.shape[1], 8)
 
 
-def test_cached_generation_equals_generation_by_full_recomputation():
-    model = tiny_gpt()
+@pytest.mark.parametrize("positions", POSITIONS)
+def test_cached_generation_equals_generation_by_full_recomputation(positions):
+    model = tiny_gpt(positions=positions)
     prefix = [1, 4, 2]
     for temperature in (0.0, 1.0):
         cached = generate(model, prefix, 20, temperature=temperature, generator=torch.Generator().manual_seed(3))
@@ -143,7 +149,7 @@ def test_shapes_and_options_are_checked():
         model(torch.zeros(1, 3, dtype=torch.long), state)
     for bad, phrase in ((dict(num_heads=3), "divisible"), (dict(context_keep=8), "context_keep"),
                         (dict(num_steps=9), "exceeds max_len"), (dict(dropout=1.0), "dropout"),
-                        (dict(layers=0), "positive")):
+                        (dict(layers=0), "positive"), (dict(positions="rotary"), "alibi, learned")):
         with pytest.raises(DivekitError, match=phrase):
             GPTConfig(**{**TINY, **bad})
 
@@ -162,13 +168,16 @@ def test_registered_model_trains_every_parameter_and_ties_the_output_to_the_embe
     assert not any("head" in name for name, _ in model.named_parameters())  # the output reuses embed.weight
 
 
-def test_one_batch_is_memorised():
+@pytest.mark.parametrize("positions", ["alibi", "learned"])
+def test_one_batch_is_memorised(positions):
+    # Random targets: only the context tells the positions apart, which ALiBi (distances, no
+    # absolute position) learns more slowly than a position table; 300 steps suffice for both.
     torch.manual_seed(0)
-    model = GPT(GPTConfig(**{**TINY, "max_len": 16, "num_steps": 16}))
+    model = GPT(GPTConfig(**{**TINY, "max_len": 16, "num_steps": 16, "positions": positions}))
     x, y = torch.randint(11, (4, 16)), torch.randint(11, (4, 16))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(150):
+    for _ in range(300):
         loss = F.cross_entropy(model(x)[0].reshape(-1, 11), y.reshape(-1))
         opt.zero_grad()
         loss.backward()
@@ -200,3 +209,14 @@ def test_the_language_model_task_drives_gpt_with_a_carried_context():
     assert model.embed.weight.grad is not None
     metrics = task.evaluate(model, "val")
     assert metrics["perplexity"] > 1 and set(metrics) >= {"loss", "perplexity", "bits_per_char"}
+
+
+def test_alibi_gpt_has_no_position_parameters_and_biases_recent_keys():
+    model = tiny_gpt()  # the registered choice
+    assert model.config.positions == "alibi"
+    assert not any("positional" in name for name, _ in model.named_parameters())
+    assert not any("alibi" in key for key in model.state_dict())  # the slopes are rebuilt, not stored
+    bias = model.alibi(3, 5)  # (H, T, S): the 3 queries stand at positions 2, 3, 4
+    assert bias.shape == (2, 3, 5)
+    assert bias[0, 0].tolist() == [-2 * 2 ** -4, -1 * 2 ** -4, 0, 0, 0]  # H = 2: slopes 2^-4, 2^-8
+    assert bias[1, 2, 0].item() == -4 * 2 ** -8

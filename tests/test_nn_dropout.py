@@ -129,3 +129,34 @@ def test_invalid_rate_is_a_user_error(p: float) -> None:
         Dropout(p)
     with pytest.raises(DivekitError, match="dropout rate"):
         dropout(torch.ones(2), p)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.55])
+def test_packed_masks_drop_at_p_in_every_lane_and_keep_the_expectation(p: float) -> None:
+    """Four 16-bit lanes per 64-bit draw: each lane position must drop at p on its own (a lane whose
+    sign bit never varied would drop nothing), and survivors are scaled so E[y] = x."""
+    tolerance = Z * math.sqrt(p * (1 - p) / (N // 4))
+    torch.manual_seed(2)
+    y = Dropout(p, packed=True)(torch.ones(N))
+    for lane in range(4):
+        assert abs((y[lane::4] == 0).double().mean().item() - p) < tolerance, lane
+    rate = round(p * 65536) / 65536
+    assert abs(rate - p) <= 2 ** -17
+    assert y.unique().tolist() == [0.0, pytest.approx(1 / (1 - rate), rel=1e-6)]
+    assert abs(y.double().mean().item() - 1.0) < Z * math.sqrt(p / (1 - p) / N)
+
+
+def test_packed_masks_follow_the_generator_backpropagate_and_vanish_in_eval() -> None:
+    x = torch.randn(3, 5, 7, requires_grad=True)  # 105 elements: not a multiple of the four lanes
+    a = dropout(x, 0.3, generator=torch.Generator().manual_seed(4), packed=True)
+    b = dropout(x, 0.3, generator=torch.Generator().manual_seed(4), packed=True)
+    assert torch.equal(a, b) and a.shape == x.shape
+    a.sum().backward()
+    torch.testing.assert_close(x.grad, (a != 0).float() / (1 - round(0.3 * 65536) / 65536))
+    layer = Dropout(0.3, packed=True).eval()
+    assert layer(x) is x
+    assert "packed=True" in repr(layer)
+    assert torch.equal(Dropout(0.0, packed=True)(x), x)
+    assert torch.count_nonzero(Dropout(1.0, packed=True)(x)) == 0
+    half = dropout(torch.ones(64, dtype=torch.bfloat16), 0.5, packed=True)
+    assert half.dtype == torch.bfloat16 and set(half.unique().tolist()) <= {0.0, 2.0}

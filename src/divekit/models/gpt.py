@@ -3,12 +3,18 @@
 Symbols: B batch, T new tokens, C tokens already in the context, D model width, H heads,
 F feed-forward width, L blocks, V vocabulary, ``max_len`` the context window.
 
-    x = Embed(tokens) + P[C : C + T]                               (B, T, D)   token + learned position
-    x = x + Dropout(CausalSelfAttn(LayerNorm(x)))                  (B, T, D)   } one block, L times
+    x = Embed(tokens)                                              (B, T, D)   tokens only (ALiBi)
+    x = x + Dropout(CausalSelfAttn(LayerNorm(x), bias=A))          (B, T, D)   } one block, L times
     x = x + Dropout(FFN(LayerNorm(x)))                             (B, T, D)   }
     logits = LayerNorm(x) Embed^T                                  (B, T, V)   output tied to the input
 
-The attention, feed-forward network and positional table are the tested blocks of ``divekit.nn``;
+Positions enter as ALiBi biases ``A[h, i, j] = -m_h (i - j)`` on the attention scores (Press et al.,
+2022), the registered choice: with them every head favours recent characters from the first step,
+which removes the long plateau at the bigram level that a learned position table
+(``positions="learned"``: ``x = Embed(tokens) + P[C : C + T]``) spends its first few hundred steps
+on before its heads learn where the previous characters are (docs/results/attention.md).
+
+The attention, feed-forward network and positional encodings are the tested blocks of ``divekit.nn``;
 a block here only arranges them pre-norm (LayerNorm before each sublayer, the residual stream left
 untouched), which keeps the gradients of a deep stack well scaled (Xiong et al., 2020). :meth:`GPTBlock.load_from_torch`
 copies a ``torch.nn.TransformerEncoderLayer(norm_first=True)``, which computes the same block.
@@ -16,9 +22,10 @@ copies a ``torch.nn.TransformerEncoderLayer(norm_first=True)``, which computes t
 The recurrent language models' contract, ``model(tokens, state) -> (logits, state)``, holds here
 too, so the same task, ``divekit sample`` and ``divekit lm-evaluate`` drive both. The state is a
 :class:`GPTState`: the ``C <= max_len`` tokens of the current context and every block's cached
-keys and values for them, so feeding one token at a time costs one position of work. Learned
-positions are absolute, so the window cannot shift by one: when it is full it *slides*, keeping
-the last ``context_keep`` tokens (their keys recomputed at positions ``0..context_keep-1``).
+keys and values for them, so feeding one token at a time costs one position of work. The window
+does not shift by one (learned positions are absolute, and even with ALiBi the deeper blocks' keys
+depend on which tokens the window held): when it is full it *slides*, keeping the last
+``context_keep`` tokens (their keys recomputed as a fresh context).
 Every token is thus predicted from at least ``min(context_keep, tokens before it)`` earlier ones,
 and the result does not depend on how a text is cut into calls.
 """
@@ -34,8 +41,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from divekit.errors import DivekitError, ShapeError
+from divekit.nn.dropout import pack_dropouts
 from divekit.nn.multihead_attention import MultiHeadAttention, copy_weight
-from divekit.nn.positional import LearnedPositionalEncoding
+from divekit.nn.positional import ALiBi, LearnedPositionalEncoding
 from divekit.nn.transformer_blocks import PositionWiseFFN
 from divekit.registry import register_model
 
@@ -57,10 +65,11 @@ class GPTBlock(nn.Module):
         self.ffn = PositionWiseFFN(d_model, ffn_hidden, dropout)
         self.dropout = nn.Dropout(dropout)  # on each sublayer's output, before it joins the residual
 
-    def forward(self, x: Tensor, *, cache: dict | None = None) -> Tensor:
+    def forward(self, x: Tensor, *, cache: dict | None = None, bias: Tensor | None = None) -> Tensor:
+        """``x (B, T, D)``; ``bias`` ``(H, T, C + T)`` is added to the attention scores (ALiBi)."""
         y = self.norm1(x)
         # Causal over the cached keys and the T new ones: query t sees keys up to position C + t.
-        attended, _ = self.attention(y, y, y, is_causal=True, need_weights=False, cache=cache)
+        attended, _ = self.attention(y, y, y, attn_mask=bias, is_causal=True, need_weights=False, cache=cache)
         x = x + self.dropout(attended)  # residual: attention
         return x + self.dropout(self.ffn(self.norm2(x)))  # residual: feed-forward
 
@@ -84,6 +93,9 @@ class GPTState(NamedTuple):
     values: Tensor  # (L, B, H, C, D/H) every block's cached values
 
 
+POSITIONS = ("alibi", "learned")
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     vocab_size: int = 28  # the Time Machine's character vocabulary (<unk>, space, a-z)
@@ -92,6 +104,7 @@ class GPTConfig:
     num_heads: int = 4  # D/H = 32 dimensions per head
     layers: int = 4  # pre-norm blocks
     ffn_hidden: int = 512  # 4 D, the usual GPT ratio
+    positions: str = "alibi"  # "alibi": linear biases on the attention scores; "learned": a position table
     dropout: float = 0.1  # on embeddings, sublayer outputs and FFN hidden units
     # On the attention weights. The (B, H, T, T) weights are the largest tensor of a step: drawing
     # their mask took a quarter of a bf16 training step on one CPU thread.
@@ -100,6 +113,10 @@ class GPTConfig:
     # a GPU. Off by default: on the 2-core CPU a bf16 training step of the default model took 476 ms
     # with it against 338 ms with the steps written out.
     fused_attention: bool = False
+    # Dropout masks from 16-bit lanes of 64-bit random draws (divekit.nn.dropout): a quarter of the
+    # random numbers. torch's one-draw-per-element masks took 47% of a bf16 training step with
+    # two threads (184 ms against 98 ms without dropout).
+    packed_dropout: bool = True
     context_keep: int = 64  # tokens kept when a full window slides: every prediction sees at least this many
     num_steps: int = 128  # training window (read by the timemachine task); at most max_len
     sequential: bool = False  # random windows, each from an empty context, as the model is meant to read
@@ -116,6 +133,8 @@ class GPTConfig:
         if self.num_steps > self.max_len:
             raise DivekitError(f"num_steps={self.num_steps} exceeds max_len={self.max_len}: a training window "
                                f"must fit the context")
+        if self.positions not in POSITIONS:
+            raise DivekitError(f"positions must be one of {', '.join(POSITIONS)}, got '{self.positions}'")
         for name in ("dropout", "attn_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -129,11 +148,17 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
-        self.positional = LearnedPositionalEncoding(config.d_model, config.max_len, config.dropout)
+        if config.positions == "learned":
+            self.positional = LearnedPositionalEncoding(config.d_model, config.max_len, config.dropout)
+        else:
+            self.alibi = ALiBi(config.num_heads)
+            self.embed_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(GPTBlock(config.d_model, config.num_heads, config.ffn_hidden, config.dropout,
                                              config.attn_dropout, config.fused_attention)
                                     for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.d_model)
+        if config.packed_dropout:
+            pack_dropouts(self)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -172,13 +197,20 @@ class GPT(nn.Module):
         offset = 0 if state is None else state.tokens.shape[1]
         caches = [{} for _ in self.blocks] if state is None else [
             {"key": k, "value": v} for k, v in zip(state.keys, state.values)]
-        x = self.positional(self.embed(tokens), offset=offset)  # (B, n, D)
+        x, bias = self._embed(tokens, offset)
         for block, cache in zip(self.blocks, caches):
-            x = block(x, cache=cache)
+            x = block(x, cache=cache, bias=bias)
         context = tokens if state is None else torch.cat([state.tokens, tokens], dim=1)  # (B, C + n)
         keys = torch.stack([c["key"] for c in caches])  # (L, B, H, C + n, D/H)
         values = torch.stack([c["value"] for c in caches])
         return x, GPTState(context, keys, values)
+
+    def _embed(self, tokens: Tensor, offset: int) -> tuple[Tensor, Tensor | None]:
+        """Embeddings ``(B, n, D)`` of tokens at positions ``offset..offset+n-1``, and the attention bias
+        ``(H, n, offset + n)`` (None with a learned position table, which is in the embeddings)."""
+        if self.config.positions == "learned":
+            return self.positional(self.embed(tokens), offset=offset), None
+        return self.embed_dropout(self.embed(tokens)), self.alibi(tokens.shape[1], offset + tokens.shape[1])
 
     def _slide(self, state: GPTState) -> GPTState | None:
         """A full window -> its last ``context_keep`` tokens, re-encoded from position 0 (None if 0 kept)."""

@@ -13,7 +13,8 @@ not attend, or float masks added to the scores) and the *keep*-convention ``vali
 :mod:`divekit.nn.attention`; all given masks are combined. ``is_causal=True`` adds the causal mask
 (each query sees the keys up to its own position, the queries being the last ``T`` of the ``S``).
 
-``fused=True`` lets a call that needs no weights and has no mask but the causal one run through
+``fused=True`` lets a call that needs no weights and has no masks but the causal one and additive
+(float) ``attn_mask`` biases run through
 ``torch.nn.functional.scaled_dot_product_attention``, whose fused CPU/GPU kernels never store the
 ``(B, H, T, S)`` scores: the same function (tested equal to the steps written out here). Its
 dropout then draws from torch's own kernel.
@@ -51,6 +52,20 @@ def blocked_and_bias(mask: Tensor) -> tuple[Tensor, Tensor | None]:
         return mask, None
     blocked = torch.isneginf(mask)
     return blocked, mask.masked_fill(blocked, 0.0)
+
+
+def _four_dims(attn_mask: Tensor, scores_shape: tuple[int, int, int, int]) -> Tensor:
+    """An ``attn_mask`` of shape ``(T, S)``, ``(H, T, S)`` or torch's head-major ``(B*H, T, S)`` as
+    a view broadcastable to the scores ``(B, H, T, S)``."""
+    batch, heads, queries, keys = scores_shape
+    if attn_mask.shape == (queries, keys):
+        return attn_mask.view(1, 1, queries, keys)
+    if attn_mask.shape == (batch * heads, queries, keys):
+        return attn_mask.view(batch, heads, queries, keys)
+    if attn_mask.shape == (heads, queries, keys):
+        return attn_mask.view(1, heads, queries, keys)  # one per head, shared by the batch
+    raise ShapeError(f"attn_mask must have shape (T, S)=({queries}, {keys}), (H, T, S)=({heads}, {queries}, "
+                     f"{keys}) or (B*H, T, S)=({batch * heads}, {queries}, {keys}), got {tuple(attn_mask.shape)}")
 
 
 def reorder_kv_cache(cache: dict, index: Tensor) -> None:
@@ -146,16 +161,7 @@ class MultiHeadAttention(nn.Module):
             blocked_parts.append(blocked)
             bias = extra
         if attn_mask is not None:
-            if attn_mask.shape == (queries, keys):
-                attn_mask = attn_mask.view(1, 1, queries, keys)
-            elif attn_mask.shape == (batch * heads, queries, keys):
-                attn_mask = attn_mask.view(batch, heads, queries, keys)  # torch's head-major layout
-            else:
-                raise ShapeError(
-                    f"attn_mask must have shape (T, S)=({queries}, {keys}) or (B*H, T, S)="
-                    f"({batch * heads}, {queries}, {keys}), got {tuple(attn_mask.shape)}"
-                )
-            blocked, extra = blocked_and_bias(attn_mask)
+            blocked, extra = blocked_and_bias(_four_dims(attn_mask, scores_shape))
             blocked_parts.append(blocked)
             if extra is not None:
                 bias = extra if bias is None else bias + extra
@@ -190,12 +196,9 @@ class MultiHeadAttention(nn.Module):
         if k.shape[0] != q.shape[0]:
             raise ShapeError(f"key/value batch {k.shape[0]} differs from query batch B={q.shape[0]}")
         queries, keys = q.shape[2], k.shape[2]
-        if self.fused and not need_weights and key_padding_mask is None and attn_mask is None and valid_lens is None:
-            causal = causal_keep(queries, keys, q.device) if is_causal and queries != keys else None
-            attended = F.scaled_dot_product_attention(  # (B, H, T, D/H)
-                q, k, v, attn_mask=causal, dropout_p=self.dropout.p if self.training else 0.0,
-                is_causal=is_causal and queries == keys)
-            return self.W_o(self._merge_heads(attended)), None
+        if (self.fused and not need_weights and key_padding_mask is None and valid_lens is None
+                and (attn_mask is None or attn_mask.is_floating_point())):
+            return self._fused(q, k, v, attn_mask, is_causal), None
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
         keep, bias = self._masks(tuple(scores.shape), key_padding_mask, attn_mask, valid_lens)
         if is_causal:
@@ -208,6 +211,21 @@ class MultiHeadAttention(nn.Module):
         if not need_weights:
             return output, None
         return output, weights.mean(dim=1) if average_attn_weights else weights
+
+    def _fused(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, is_causal: bool) -> Tensor:
+        """Attention through torch's fused kernel, with an optional additive ``bias`` and the causal mask."""
+        queries, keys = q.shape[2], k.shape[2]
+        mask = None
+        if bias is not None:
+            mask = _four_dims(bias, (q.shape[0], q.shape[1], queries, keys)).to(q.dtype)
+            if is_causal:  # one additive mask: the kernel takes either a mask or is_causal
+                mask = mask.masked_fill(~causal_keep(queries, keys, q.device), float("-inf"))
+        elif is_causal and queries != keys:
+            mask = causal_keep(queries, keys, q.device)
+        attended = F.scaled_dot_product_attention(  # (B, H, T, D/H)
+            q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0,
+            is_causal=is_causal and mask is None)
+        return self.W_o(self._merge_heads(attended))
 
     @torch.no_grad()
     def load_from_torch(self, mha: nn.MultiheadAttention) -> None:

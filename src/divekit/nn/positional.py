@@ -1,8 +1,14 @@
-"""Positional encodings added to token embeddings ``(B, T, D)``: fixed sinusoids or a learned table.
+"""Positions for attention, which is blind to order: absolute tables added to embeddings, or linear biases.
 
-Attention is blind to order, so position ``p`` is marked by adding a vector ``P[p]`` to the embedding
-at ``p``. Both encodings take an ``offset`` so that incremental decoding, which feeds one new position
-at a time, adds ``P[offset : offset + T]`` instead of restarting at position 0.
+Absolute encodings mark position ``p`` by adding a vector ``P[p]`` to the embedding at ``p``
+``(B, T, D)``: fixed sinusoids or a learned table. Both take an ``offset`` so that incremental
+decoding, which feeds one new position at a time, adds ``P[offset : offset + T]`` instead of
+restarting at position 0.
+
+:class:`ALiBi` marks no embedding; it adds ``-m_h (i - j)`` to the attention score of query ``i``
+and key ``j`` in head ``h`` (Press et al., 2022): a penalty growing with distance, so that from the
+first step each head favours recent keys, at its own rate. Only distances enter, never absolute
+positions.
 """
 
 from __future__ import annotations
@@ -76,3 +82,37 @@ class LearnedPositionalEncoding(nn.Module):
         _check_positions(x, self.d_model, self.max_len, offset)
         steps = x.shape[1]
         return self.dropout(x + self.table[offset : offset + steps].to(x.dtype))  # (B, T, D)
+
+
+def alibi_slopes(num_heads: int) -> Tensor:
+    """Head ``h``'s slope ``m_h = 2^(-8 (h + 1) / H)``, ``h = 0..H-1``: ``1/2, 1/4, ..., 1/256`` for ``H = 8``.
+
+    A geometric sequence from ``2^(-8/H)`` down to ``2^-8`` for any ``H``; the paper uses this rule
+    for ``H`` a power of two and interleaves two such sequences otherwise. Shape ``(H,)``.
+    """
+    if num_heads < 1:
+        raise ShapeError(f"num_heads must be positive, got {num_heads}")
+    return torch.pow(2.0, -8.0 * torch.arange(1, num_heads + 1, dtype=torch.float64) / num_heads).float()
+
+
+class ALiBi(nn.Module):
+    """Attention biases ``bias[h, i, j] = -m_h max(0, p_i - j)`` of shape ``(H, T, S)``.
+
+    The ``T`` queries are the last ``T`` of the ``S`` key positions (``p_i = S - T + i``), as in
+    causal self-attention with a key/value cache; keys after a query get bias 0, since the causal
+    mask removes them anyway. Add it to the ``(B, H, T, S)`` scores before the softmax. The slopes are
+    a non-persistent buffer (a function of ``H``), so a checkpoint holds no position parameters.
+    """
+
+    def __init__(self, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.register_buffer("slopes", alibi_slopes(num_heads), persistent=False)
+
+    def forward(self, queries: int, keys: int) -> Tensor:
+        if not 1 <= queries <= keys:
+            raise ShapeError(f"ALiBi needs 1 <= T <= S (the queries are the last keys), got T={queries}, S={keys}")
+        device = self.slopes.device
+        query_pos = torch.arange(keys - queries, keys, device=device)  # (T,)
+        distance = (query_pos[:, None] - torch.arange(keys, device=device)[None, :]).clamp(min=0)  # (T, S)
+        return -self.slopes[:, None, None] * distance  # (H, T, S)
