@@ -149,7 +149,7 @@ class MultiHeadAttention(nn.Module):
         valid_lens: Tensor | None,
     ) -> tuple[Tensor | None, Tensor | None]:
         """Return (keep mask, additive bias), each broadcastable to scores (B, H, T, S) or None."""
-        batch, heads, queries, keys = scores_shape
+        batch, keys = scores_shape[0], scores_shape[3]
         blocked_parts: list[Tensor] = []
         bias: Tensor | None = None
         if key_padding_mask is not None:
