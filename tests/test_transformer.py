@@ -14,6 +14,7 @@ from divekit.decode.beam import beam_search, length_normalised
 from divekit.decode.greedy import greedy_search
 from divekit.errors import DivekitError, ShapeError
 from divekit.models.transformer import RecomputingDecoder, TransformerConfig, build_transformer
+from divekit.nn.dropout import Dropout
 from divekit.registry import create_model, get_model
 from divekit.tasks.translation import Translation
 from divekit.train.config import TrainConfig
@@ -215,6 +216,18 @@ def test_a_few_steps_reduce_the_loss_on_one_batch():
     model = tiny(0, dropout=0.1).float().train()
     src, src_len, dec_input = batch(3, b=8, s=6, t=6)
     assert_learns_one_batch(model, src, src_len, dec_input, TGT_V, lr=1e-2, frozen=("table",))  # a buffer
+
+
+def test_every_dropout_is_packed_and_changes_nothing_in_evaluation():
+    packed, plain = tiny(0, dropout=0.1), tiny(0, dropout=0.1, packed_dropout=False)
+    drops = [m for m in packed.modules() if isinstance(m, Dropout)]
+    assert drops and all(m.packed and m.p == 0.1 for m in drops)
+    assert not any(type(m) is torch.nn.Dropout for m in packed.modules())
+    assert any(type(m) is torch.nn.Dropout for m in plain.modules())
+    plain.load_state_dict(packed.state_dict())  # the same parameters: packing adds none
+    src, src_len, dec_input = batch(3, b=4, s=6, t=6)
+    torch.testing.assert_close(packed.eval()(src, src_len, dec_input)[0], plain.eval()(src, src_len, dec_input)[0],
+                               rtol=0, atol=0)
 
 
 
