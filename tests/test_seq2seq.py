@@ -12,13 +12,14 @@ from conftest import reversal_pairs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from divekit.data.buckets import BucketLoader, trim
 from divekit.data.fra_eng import BOS, EOS, shift_right
 from divekit.decode.beam import decode_batch
 from divekit.errors import DivekitError, ShapeError
 from divekit.models.seq2seq import Seq2SeqConfig, build_seq2seq
 from divekit.nn.masked_loss import masked_cross_entropy, select_real
 from divekit.registry import create_model, get_model
-from divekit.tasks.translation import BucketLoader, Translation, make_vocab, training_vocab, trim
+from divekit.tasks.translation import Translation, make_vocab, training_vocab
 from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo
 from divekit.train.trainer import Trainer

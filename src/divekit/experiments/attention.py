@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from divekit import seeding
+from divekit.data.buckets import BucketLoader
 from divekit.data.fra_eng import EOS, shift_right
 from divekit.decode.beam import decode_batch
 from divekit.errors import CheckpointError, DivekitError
@@ -43,7 +44,7 @@ from divekit.nn.positional import sinusoidal_table
 from divekit.pipeline import config_to_dict, load_trained
 from divekit.plots import line_plot
 from divekit.registry import get_model, register_experiment
-from divekit.tasks.translation import BucketLoader, Translation, real_splits
+from divekit.tasks.translation import Translation, real_splits
 from divekit.train.checkpoint import load_checkpoint
 from divekit.train.config import TrainConfig
 from divekit.train.trainer import Trainer

@@ -35,7 +35,7 @@ MODELS = ("gpt-lm", "deep-lstm-lm")
 # mode sizes the epochs to ``-o seconds=`` of training each, from a one-epoch probe run; quick mode
 # shows the curves' first stretch.
 PLAN = {
-    "full": {"gpt-lm": ({"attn_dropout": 0.0}, None, None), "deep-lstm-lm": ({}, None, None)},
+    "full": {"gpt-lm": ({}, None, None), "deep-lstm-lm": ({}, None, None)},
     "quick": {"gpt-lm": ({"attn_dropout": 0.0}, 3, None), "deep-lstm-lm": ({}, 2, None)},
 }
 FULL_SECONDS = 600

@@ -106,8 +106,8 @@ class GPTConfig:
     ffn_hidden: int = 512  # 4 D, the usual GPT ratio
     positions: str = "alibi"  # "alibi": linear biases on the attention scores; "learned": a position table
     dropout: float = 0.1  # on embeddings, sublayer outputs and FFN hidden units
-    # On the attention weights. The (B, H, T, T) weights are the largest tensor of a step: drawing
-    # their mask took a quarter of a bf16 training step on one CPU thread.
+    # On the attention weights, the largest tensor of a step: with torch's masks they took a quarter
+    # of a bf16 training step on one CPU thread, with packed masks 10% (157 against 142 ms, two threads).
     attn_dropout: float = 0.1
     # Attention through torch's fused kernel (the same function, tested equal), the usual choice on
     # a GPU. Off by default: on the 2-core CPU a bf16 training step of the default model took 476 ms
@@ -238,12 +238,11 @@ def build(config: GPTConfig) -> GPT:
 
 
 # AdamW with a short warm-up and cosine decay, as nanoGPT trains its character model; weight decay
-# 0.1 and dropout 0.1 because 40 epochs pass over the same 139k characters many times. On a CPU
-# with AVX512-BF16, bf16 autocast (which precision auto picks there) took 0.36 s per (32, 128) step
-# against 0.55 s in fp32 on one thread. Sizing: at
-# that speed an epoch (33 batches) plus its evaluation takes about 15 s, so 40 epochs about ten
-# minutes on one idle core; with the CPU shared, 12 epochs took 272 s (docs/results/attention.md).
-_RECIPE = {"epochs": 40, "batch_size": 32, "lr": 2e-3, "optimizer": "adamw", "weight_decay": 0.1,
+# 0.1 and dropout 0.1 because 110 epochs pass over the same 139k characters many times. Peak lr
+# 3e-3: with ALiBi, 4e-3 and 3e-3 were ahead of 2e-3 after 400 steps (docs/results/attention.md).
+# Sizing: on the 2-core AMX machine, bf16 (which precision auto picks there) and packed dropout, an
+# epoch (33 batches of 32 x 128) plus its evaluation takes 5.3 s, so 110 epochs about ten minutes.
+_RECIPE = {"epochs": 110, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw", "weight_decay": 0.1,
            "schedule": "cosine", "warmup_steps": 100, "grad_clip": 1.0}
 
 register_model("gpt-lm", config=GPTConfig, task="timemachine", chapter="attention",

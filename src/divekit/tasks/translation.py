@@ -12,11 +12,11 @@ One training batch (B pairs, S and T the longest source and target in the batch)
     dec_input = <bos> tgt[:, :-1]                        teacher forcing
     loss      = mean over the N real target tokens of -log p(tgt | dec_input, src)
 
-Batches are drawn with length bucketing: each epoch's permutation is cut into pools of 50
-batches, each pool sorted by length and cut into batches, and the batches shuffled. Every batch is
-then trimmed to its own longest sentence, so the GRUs and the softmax run over few pads. Bucketing
-changes which pairs share a batch, never what a pair contributes: the encoder state ignores pads,
-the decoder is causal and the loss covers real tokens only.
+Batches are drawn with length bucketing (:mod:`divekit.data.buckets`): each epoch's permutation
+is cut into pools of 50 batches, each pool sorted by length and cut into batches, and the batches
+shuffled. Every batch is then trimmed to its own longest sentence, so the GRUs and the softmax run
+over few pads. Bucketing changes which pairs share a batch, never what a pair contributes: the
+encoder state ignores pads, the decoder is causal and the loss covers real tokens only.
 
 Evaluation reports the masked loss and corpus BLEU (equal to sacreBLEU's, 13a tokens) of greedy
 translations against the lower-cased, punctuation-spaced references. An ``<unk>`` in a
@@ -35,7 +35,7 @@ import functools
 import math
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from divekit import seeding
 from divekit.data.bpe import BPE, join_subwords
+from divekit.data.buckets import Batch, BucketLoader
 from divekit.data.fra_eng import (
     BOS,
     EOS,
@@ -68,8 +69,6 @@ from divekit.train.config import TrainConfig
 from divekit.train.distributed import DistInfo
 from divekit.train.task import StepOutput
 
-Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # src (B, S), src_valid_len (B,), tgt (B, T), tgt_valid_len (B,)
-POOL_BATCHES = 50  # batches per sorting pool: long enough to group lengths, short enough to stay random
 SPLIT_SEED = 0  # the data split is fixed, so every run is scored on the same 5,000 test pairs
 SPECIALS = (UNK, PAD, BOS)
 BLEU_UNK = "UNK"  # an unknown word in a scored translation: one token no lower-cased reference holds
@@ -130,53 +129,6 @@ def to_arrays(pairs: Sequence[Pair], src_vocab: Vocab, tgt_vocab: Vocab, num_ste
     src, src_len = build_array([s for s, _ in pairs], src_vocab, num_steps)
     tgt, tgt_len = build_array([t for _, t in pairs], tgt_vocab, num_steps)
     return src, src_len, tgt, tgt_len
-
-
-def trim(batch: Batch) -> Batch:
-    """Cut the padding columns that no row of the batch uses."""
-    src, src_len, tgt, tgt_len = batch
-    return src[:, : int(src_len.max())], src_len, tgt[:, : int(tgt_len.max())], tgt_len
-
-
-class BucketLoader:
-    """Length-bucketed, trimmed minibatches of ``(src, src_valid_len, tgt, tgt_valid_len)``.
-
-    The batch order is a pure function of ``(seed, epoch)``, so a resumed run sees the same batches.
-    Under data parallelism each rank takes its contiguous share of every global batch.
-    """
-
-    def __init__(self, arrays: Batch, *, batch_size: int, seed: int = 0, bucket: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
-        self.arrays, self.batch_size, self.seed, self.bucket = arrays, batch_size, seed, bucket
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return -(-self.arrays[0].shape[0] // self.batch_size)
-
-    def batch_indices(self) -> list[Tensor]:
-        """This epoch's batches as index tensors."""
-        g = seeding.generator(self.seed, "order", self.epoch)
-        order = torch.randperm(self.arrays[0].shape[0], generator=g)
-        if self.bucket:
-            length = self.arrays[3] * 1000 + self.arrays[1]  # by target length, then source length
-            pool = POOL_BATCHES * self.batch_size
-            order = torch.cat([chunk[torch.argsort(length[chunk], stable=True)] for chunk in order.split(pool)])
-        batches = list(order.split(self.batch_size))
-        if self.bucket:  # sorted pools would otherwise run from short to long sentences
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-        return batches
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self.iter_from(0)
-
-    def iter_from(self, start: int) -> Iterator[Batch]:
-        for idx in self.batch_indices()[start:]:
-            if self.world_size > 1:
-                idx = idx.tensor_split(self.world_size)[self.rank]
-            yield trim(tuple(t[idx] for t in self.arrays))
 
 
 # --- rendering ----------------------------------------------------------------------------------
