@@ -41,7 +41,7 @@ PLAN = {
 FULL_SECONDS = 600
 # Dynamic-evaluation step sizes tried on the validation block; the quick mode takes the middle one
 # without trying.
-DYNAMIC_LRS = {"gpt-lm": (1e-5, 3e-5, 1e-4), "deep-lstm-lm": (1e-4, 3e-4, 1e-3)}
+DYNAMIC_LRS = {"gpt-lm": (3e-5, 1e-4, 3e-4), "deep-lstm-lm": (1e-4, 3e-4, 1e-3)}
 # Characters of each held-out block read by dynamic evaluation: all of it in full mode, its start
 # in quick mode (dynamic evaluation reads one character stream, which takes most of a quick run's
 # time); tests shorten both.

@@ -7,10 +7,11 @@ Symbols: B batch, T steps, V vocabulary, E embedding width, H hidden units, L la
 
 ``forward(tokens, state)`` returns the logits and the final state, ``(L*D, B, H)`` for RNN and GRU
 or a pair of them for LSTM, so a caller can carry the state to the next window of the same text
-(truncated backpropagation through time, after :func:`detach_state`). The recurrent stack comes from
-:func:`divekit.nn.rnn.make_rnn`; ``impl="scratch"`` and ``impl="torch"`` share parameter names, so
-their checkpoints are interchangeable. A bidirectional stack is allowed only to show why it cannot
-be a language model: its backward direction has read the very token it is asked to predict.
+(truncated backpropagation through time, after :func:`divekit.nn.state.detach_state`). The recurrent
+stack comes from :func:`divekit.nn.rnn.make_rnn`; ``impl="scratch"`` and ``impl="torch"`` share
+parameter names, so their checkpoints are interchangeable. A bidirectional stack is allowed only to
+show why it cannot be a language model: its backward direction has read the very token it is asked
+to predict.
 """
 
 from __future__ import annotations
@@ -23,18 +24,8 @@ from torch import Tensor, nn
 
 from divekit.errors import ShapeError
 from divekit.nn.rnn import make_rnn
+from divekit.nn.state import RecurrentState
 from divekit.registry import register_model
-
-RecurrentState = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for LSTM; each (L*D, B, H)
-
-
-def detach_state(state: RecurrentState | None) -> RecurrentState | None:
-    """The same state cut from the graph, so backpropagation stops at the window boundary."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)  # type: ignore[return-value]
-    return state.detach()
 
 
 @dataclass(frozen=True)

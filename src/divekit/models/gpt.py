@@ -107,15 +107,15 @@ class GPTConfig:
     positions: str = "alibi"  # "alibi": linear biases on the attention scores; "learned": a position table
     dropout: float = 0.1  # on embeddings, sublayer outputs and FFN hidden units
     # On the attention weights, the largest tensor of a step: with torch's masks they took a quarter
-    # of a bf16 training step on one CPU thread, with packed masks 10% (157 against 142 ms, two threads).
+    # of a bf16 training step on one CPU thread; with packed masks 168 against 147 ms, two threads.
     attn_dropout: float = 0.1
     # Attention through torch's fused kernel (the same function, tested equal), the usual choice on
     # a GPU. Off by default: on the 2-core CPU a bf16 training step of the default model took 476 ms
     # with it against 338 ms with the steps written out.
     fused_attention: bool = False
     # Dropout masks from 16-bit lanes of 64-bit random draws (divekit.nn.dropout): a quarter of the
-    # random numbers. torch's one-draw-per-element masks took 47% of a bf16 training step with
-    # two threads (184 ms against 98 ms without dropout).
+    # random numbers. A bf16 training step took 195 ms with torch's one-draw-per-element masks,
+    # 147 ms with packed ones and 105 ms without dropout, two threads (benchmarks/gpt_lm.py).
     packed_dropout: bool = True
     context_keep: int = 64  # tokens kept when a full window slides: every prediction sees at least this many
     num_steps: int = 128  # training window (read by the timemachine task); at most max_len
@@ -238,8 +238,8 @@ def build(config: GPTConfig) -> GPT:
 
 
 # AdamW with a short warm-up and cosine decay, as nanoGPT trains its character model; weight decay
-# 0.1 and dropout 0.1 because 110 epochs pass over the same 139k characters many times. Peak lr
-# 3e-3: with ALiBi, 4e-3 and 3e-3 were ahead of 2e-3 after 400 steps (docs/results/attention.md).
+# 0.1 and dropout 0.1 because 110 epochs pass over the same 139k characters many times (0.2 ended
+# worse: 4.09 against 4.02 test perplexity, docs/results/attention.md). Peak lr 3e-3.
 # Sizing: on the 2-core AMX machine, bf16 (which precision auto picks there) and packed dropout, an
 # epoch (33 batches of 32 x 128) plus its evaluation takes 5.3 s, so 110 epochs about ten minutes.
 _RECIPE = {"epochs": 110, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw", "weight_decay": 0.1,

@@ -34,7 +34,7 @@ from divekit.data.timemachine import (
 from divekit.data.vocab import Vocab
 from divekit.errors import CheckpointError
 from divekit.metrics.perplexity import nll_metrics
-from divekit.models.char_lm import detach_state
+from divekit.nn.state import detach_state
 from divekit.tasks import register_task
 from divekit.train.checkpoint import load_checkpoint, load_model_state
 from divekit.train.config import TrainConfig

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from divekit.errors import ShapeError
 from divekit.metrics.perplexity import nll_metrics
-from divekit.models.char_lm import detach_state
+from divekit.nn.state import detach_state
 
 
 @dataclass(frozen=True)
