@@ -256,7 +256,7 @@ def run(ctx: ExperimentContext) -> dict:
     figures += positional_figures(ctx)
     best = max(rows, key=lambda row: row[beam_column])
     minute = "" if "train_pairs" in ctx.options else " for about a minute each"
-    note = (f"Quick mode: small models trained{minute} (the GRU models 2 epochs on "
+    note = (f"Quick mode: small models trained{minute} (the GRU models 3 epochs on "
             f"{pairs['seq2seq']:,} pairs, the Transformer one epoch on {pairs['transformer']:,}), "
             f"scored on all {len(test):,} test pairs; the full run trains each registered recipe on all "
             f"{len(train_pairs):,} pairs for hours. Beam search is scored on {len(beam_pairs):,} random test "
