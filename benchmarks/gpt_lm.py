@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 
 import torch
@@ -42,6 +43,22 @@ def windows(block: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, to
     return x, y
 
 
+def lm_loss(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean next-character cross-entropy of ``x (N, WINDOW)`` against ``y``, in bf16 autocast."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return F.cross_entropy(model(x)[0].float().flatten(0, 1), y.flatten())
+
+
+def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *, clip: bool) -> None:
+    """Forward, backward (gradient norm clipped at 1 if ``clip``) and one optimizer update."""
+    loss = lm_loss(model, x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
 def curve(positions: str, lr: float, steps: int, train: torch.Tensor, val: torch.Tensor) -> dict:
     """Validation perplexity every ``EVERY`` steps of one variant."""
     torch.manual_seed(0)
@@ -53,22 +70,17 @@ def curve(positions: str, lr: float, steps: int, train: torch.Tensor, val: torch
     for step in range(steps + 1):
         if step % EVERY == 0 or step == steps:
             model.eval()
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = F.cross_entropy(model(vx)[0].float().flatten(0, 1), vy.flatten())
+            with torch.no_grad():
+                loss = lm_loss(model, vx, vy)
             points[step] = round(math.exp(loss.item()), 3)
-            print(f"{positions} lr {lr:g} step {step}: val perplexity {points[step]}", flush=True)
+            print(f"{positions} lr {lr:g} step {step}: val perplexity {points[step]}", file=sys.stderr, flush=True)
             model.train()
         if step == steps:
             break
         for group in opt.param_groups:  # linear warm-up, then cosine decay to 0 at `steps`
             group["lr"] = lr * min(1.0, (step + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * step / steps))
         x, y = windows(train, torch.randint(0, len(train) - WINDOW - 1, (BATCH,), generator=g))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = F.cross_entropy(model(x)[0].float().flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        train_step(model, opt, x, y, clip=True)
     return {"positions": positions, "lr": lr, "val_perplexity_by_step": points,
             "seconds": round(time.perf_counter() - start, 1)}
 
@@ -92,11 +104,7 @@ def step_ms(overrides: dict, repeats: int) -> dict:
     times = []
     for k in range(3 + repeats):
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = F.cross_entropy(model(x)[0].float().flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, y, clip=False)
         if k >= 3:
             times.append(time.perf_counter() - start)
     best = min(times)
