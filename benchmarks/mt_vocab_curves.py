@@ -8,7 +8,8 @@
 Reads each run's ``metrics.jsonl`` (one line per epoch: its training seconds and its greedy
 validation BLEU) and ``results.json`` (the test BLEU of the selected model), prints one JSON record
 and draws the curves in one plot. The runs should come from one machine, one after the other, so
-that their seconds compare.
+that their seconds compare. ``benchmarks/run.py`` calls :func:`run`, which trains the two runs itself
+(quick: a tiny Transformer on a few hundred pairs, to show that the pipeline holds).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from _machine import stamp
@@ -31,6 +33,28 @@ def curve(run: Path) -> dict:
     results = json.loads((run / "results.json").read_text())
     return {"run": str(run), "seconds": seconds, "val_bleu": [round(e["val_bleu"], 2) for e in epochs],
             "test_bleu_greedy": results["test"]["test_bleu"], "parameters": results.get("parameters")}
+
+
+# Label -> the model options that choose the vocabulary, in full mode and in quick mode.
+VOCABULARIES = {"words": ({}, {"src_vocab_size": 500, "tgt_vocab_size": 500}),
+                "subwords 8000": ({"subwords": 8000}, {"subwords": 300})}
+QUICK_OPTIONS = {"d_model": 32, "num_heads": 2, "ffn_hidden": 64, "num_encoder_layers": 1, "num_decoder_layers": 1,
+                 "num_steps": 6}  # short sentences: an untrained model decodes to the limit
+
+
+def run(quick: bool = False) -> dict:
+    """Train the recipe for 3 epochs with each vocabulary, one after the other, and read the curves."""
+    from divekit.pipeline import train_model
+
+    curves = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, (full, small) in VOCABULARIES.items():
+            options = {**QUICK_OPTIONS, **small} if quick else dict(full)
+            out = Path(tmp) / label.replace(" ", "-")
+            train_model("transformer", options=options, train_overrides={"epochs": 1 if quick else 3},
+                        limit=400 if quick else None, out=out, progress=False, log=lambda *_: None)
+            curves[label] = {**curve(out), "run": label}
+    return stamp({"curves": curves}, quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:
