@@ -106,3 +106,36 @@ def test_full_mode_sizes_the_epochs_from_a_probe_epoch_and_tries_each_step_size(
     assert "weighted_dynamic_test_perplexity" in saved["ensemble"]
     with pytest.raises(DivekitError, match="seconds must be at least 1"):
         run_experiment("gpt-vs-lstm", tmp_path / "bad", quick=False, progress=False, options={"seconds": "0"})
+
+
+def test_mixture_weights_give_the_gpt_its_share_and_split_the_rest_among_the_lstms():
+    assert gpt_vs_lstm._weights(0.25, 4) == [0.25, 0.25, 0.25, 0.25]
+    assert gpt_vs_lstm._weights(0.4, 2) == [0.4, 0.6]
+    assert sum(gpt_vs_lstm._weights(0.35, 5)) == pytest.approx(1.0)
+
+
+@pytest.mark.skipif(data_dir_with("timemachine.txt") is None, reason="The Time Machine not found")
+def test_more_lstms_of_successive_seeds_join_the_ensemble_with_epochs_given_directly(tmp_path, monkeypatch):
+    monkeypatch.setitem(gpt_vs_lstm.PLAN, "full", {"gpt-lm": (TINY_GPT, None, 1500),
+                                                   "deep-lstm-lm": (TINY_LSTM, None, 1500)})
+    monkeypatch.setattr(gpt_vs_lstm, "DYNAMIC_LRS", {"gpt-lm": (1e-4, 3e-3), "deep-lstm-lm": (1e-3, 3e-2)})
+    out = tmp_path / "three"
+    result = run_experiment("gpt-vs-lstm", out, quick=False, progress=False, seed=5,
+                            options={"lstms": "2", "gpt_epochs": "1", "lstm_epochs": "2"})
+    saved = json.loads((out / "results.json").read_text())
+    runs = saved["runs"]
+    assert list(runs) == ["gpt-lm", "deep-lstm-lm", "deep-lstm-lm-2"]
+    assert [runs[k]["seed"] for k in runs] == [5, 5, 6] and [runs[k]["epochs"] for k in runs] == [1, 2, 2]
+    assert all(runs[k]["probe_epoch_seconds"] is None for k in runs)  # no probe when epochs are given
+    assert not (out / "gpt-lm-probe").exists() and not (out / "deep-lstm-lm-probe").exists()
+    # Different seeds: different models, so different scores.
+    assert runs["deep-lstm-lm"]["test_perplexity"] != runs["deep-lstm-lm-2"]["test_perplexity"]
+    mixture = saved["ensemble"]
+    assert mixture["members"] == list(runs) and result["metrics"]["ensemble_members"] == 3
+    assert mixture["train_seconds"] == pytest.approx(sum(r["train_seconds"] for r in runs.values()))
+    assert mixture["machine_seconds"] >= mixture["train_seconds"]
+    assert "the GPT and 2 LSTMs (seeds 5, 6)" in result["summary"]
+    rows = saved["tables"][0]["rows"]
+    assert [row[0] for row in rows[:3]] == ["GPT (gpt-lm)", "LSTM (deep-lstm-lm)", "LSTM (deep-lstm-lm), seed 6"]
+    with pytest.raises(DivekitError, match="lstms must be at least 1"):
+        run_experiment("gpt-vs-lstm", tmp_path / "bad", quick=False, progress=False, options={"lstms": "0"})
