@@ -85,11 +85,16 @@ def test_both_models_are_trained_plotted_and_ensembled(tmp_path, monkeypatch):
         saved["runs"]["gpt-lm"]["test_perplexity"] - saved["runs"]["deep-lstm-lm"]["test_perplexity"])
 
 
-@pytest.mark.skipif(data_dir_with("timemachine.txt") is None, reason="The Time Machine not found")
-def test_full_mode_sizes_the_epochs_from_a_probe_epoch_and_tries_each_step_size(tmp_path, monkeypatch):
+@pytest.fixture
+def tiny_full_plan(monkeypatch):
+    """Full mode on tiny models and 1,500 training characters, two step sizes to try per model."""
     monkeypatch.setitem(gpt_vs_lstm.PLAN, "full", {"gpt-lm": (TINY_GPT, None, 1500),
                                                    "deep-lstm-lm": (TINY_LSTM, None, 1500)})
     monkeypatch.setattr(gpt_vs_lstm, "DYNAMIC_LRS", {"gpt-lm": (1e-4, 3e-3), "deep-lstm-lm": (1e-3, 3e-2)})
+
+
+@pytest.mark.skipif(data_dir_with("timemachine.txt") is None, reason="The Time Machine not found")
+def test_full_mode_sizes_the_epochs_from_a_probe_epoch_and_tries_each_step_size(tmp_path, tiny_full_plan):
     out = tmp_path / "full"
     run_experiment("gpt-vs-lstm", out, quick=False, progress=False, options={"seconds": "1"})
     saved = json.loads((out / "results.json").read_text())
@@ -115,10 +120,7 @@ def test_mixture_weights_give_the_gpt_its_share_and_split_the_rest_among_the_lst
 
 
 @pytest.mark.skipif(data_dir_with("timemachine.txt") is None, reason="The Time Machine not found")
-def test_more_lstms_of_successive_seeds_join_the_ensemble_with_epochs_given_directly(tmp_path, monkeypatch):
-    monkeypatch.setitem(gpt_vs_lstm.PLAN, "full", {"gpt-lm": (TINY_GPT, None, 1500),
-                                                   "deep-lstm-lm": (TINY_LSTM, None, 1500)})
-    monkeypatch.setattr(gpt_vs_lstm, "DYNAMIC_LRS", {"gpt-lm": (1e-4, 3e-3), "deep-lstm-lm": (1e-3, 3e-2)})
+def test_more_lstms_of_successive_seeds_join_the_ensemble_with_epochs_given_directly(tmp_path, tiny_full_plan):
     out = tmp_path / "three"
     result = run_experiment("gpt-vs-lstm", out, quick=False, progress=False, seed=5,
                             options={"lstms": "2", "gpt_epochs": "1", "lstm_epochs": "2"})
