@@ -117,7 +117,14 @@ def test_two_runs_into_one_directory_the_second_is_refused(tmp_path, reference):
     out = tmp_path / "run"
     first = start(out)
     wait_for(out / "run.json", first)
-    second = finish(out)
+    assert first.poll() is None, "the first run ended before it could be paused"
+    # Pause the first run so it still holds the directory however fast it trains; a stopped
+    # process keeps its lock, which is taken before run.json is written.
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = finish(out)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert second.returncode == 6, second.stderr
     assert "in use by another divekit run" in second.stderr and "Traceback" not in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
