@@ -64,7 +64,7 @@ def test_both_models_are_trained_plotted_and_ensembled(tmp_path, monkeypatch):
     for name in ("gpt-lm", "deep-lstm-lm"):
         run = saved["runs"][name]
         assert len(run["curve"]["seconds"]) == len(run["curve"]["val_perplexity"]) == 2
-        assert run["curve"]["seconds"][0] < run["curve"]["seconds"][1] == pytest.approx(run["train_seconds"], abs=0.01)
+        assert run["curve"]["seconds"][0] < run["curve"]["seconds"][1] == pytest.approx(run["train_seconds"], rel=1e-6)
         assert run["gflops_per_s"] > 0 and run["parameters"] > 0
         assert run["precision"] in ("fp32", "bf16")
         assert run["dynamic"]["lr"] == gpt_vs_lstm.DYNAMIC_LRS[name][1]  # quick: the middle step size, untried
