@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,20 @@ def have_fashion_mnist() -> bool:
 needs_fashion_mnist = pytest.mark.skipif(not have_fashion_mnist(), reason="Fashion-MNIST not found under DIVEKIT_DATA")
 
 
-@pytest.fixture(scope="session")
-def _precision_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("precision") / "precision.json"
+@pytest.fixture(scope="session", autouse=True)
+def _precision_cache(tmp_path_factory) -> Iterator[Path]:
+    """One ``--precision auto`` cache and one user cache for the whole session, set before any fixture runs.
+
+    Module fixtures that train (a reference run, checkpoints to sample from) are set up before the
+    per-test fixture below, so without this they would read the home directory's cache, where an
+    earlier choice for the same model may differ from the one the tests then measure.
+    """
+    cache = tmp_path_factory.mktemp("precision") / "precision.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DIVEKIT_PRECISION_CACHE", str(cache))
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+        mp.setenv("DIVEKIT_RUNS", str(tmp_path_factory.mktemp("runs")))
+        yield cache
 
 
 @pytest.fixture(autouse=True)

@@ -52,7 +52,15 @@ def reference(tmp_path_factory) -> dict:
     results = json.loads((out / "results.json").read_text())
     return {"weights": torch.load(out / "checkpoint.pt", weights_only=True)["model_state"],
             "test": results["test"], "epoch_seconds": results["train_seconds"] / 3,
-            "wall_seconds": time.perf_counter() - began}
+            "wall_seconds": time.perf_counter() - began,
+            "precision_cache": os.environ.get("DIVEKIT_PRECISION_CACHE")}
+
+
+def test_the_reference_run_shares_the_tests_precision_cache(reference):
+    """Set up before the per-test fixtures, the reference must still see the session's ``auto`` cache:
+    a choice left in the home directory's cache would make it train in another precision than the runs
+    it is compared with."""
+    assert reference["precision_cache"] == os.environ["DIVEKIT_PRECISION_CACHE"]
 
 
 def assert_same_as_reference(out: Path, reference: dict) -> None:

@@ -45,6 +45,13 @@ def test_bf16_only_when_it_is_worth_the_threshold(fp32_s, bf16_s, chosen):
     assert f"{fp32_s / bf16_s:.2f}x" in choice.reason
 
 
+@pytest.mark.parametrize("fp32_s, bf16_s", [(0.0003, 0.0001), (0.0019, 0.0005)])
+def test_a_step_too_short_to_time_stays_fp32_whatever_the_ratio(fp32_s, bf16_s):
+    choice = precision.decide(fp32_s, bf16_s)
+    assert choice.precision == "fp32" and "too short" in choice.reason
+    assert (choice.fp32_step_s, choice.bf16_step_s) == (fp32_s, bf16_s)
+
+
 def test_native_bf16_needs_avx512_bf16_or_amx():
     assert native_bf16({"avx512_bf16": True}) and native_bf16({"amx_bf16": True, "avx512_bf16": False})
     assert not native_bf16({"avx2": True, "avx512f": True, "avx512_bf16": False, "amx_bf16": False})

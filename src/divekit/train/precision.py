@@ -9,7 +9,8 @@ The rule, in order:
   precision (forward and backward on a copy of the model; torch's random state is put back, so the
   run itself is unchanged), and bf16 is taken when it is at least ``MIN_SPEEDUP`` times faster.
   Small models are bound by per-operation overhead, which autocast's casts only add to, so they
-  stay in fp32; large convolutions and matrix products gain.
+  stay in fp32; large convolutions and matrix products gain. An fp32 step under ``MIN_STEP_S``
+  stays fp32 whatever the ratio: at a fraction of a millisecond a busy CPU's jitter decides it.
 
 The measured choice is kept in ``$XDG_CACHE_HOME/divekit/precision.json`` (or the file
 ``$DIVEKIT_PRECISION_CACHE`` names) under the model, its
@@ -39,6 +40,7 @@ from divekit.data.store import cache_dir
 from divekit.train.distributed import DistInfo, all_reduce_sum
 
 MIN_SPEEDUP = 1.15  # below this, bf16's rounding is not worth a gain within the noise of a shared CPU
+MIN_STEP_S = 0.002  # an fp32 step shorter than this is bound by per-operation overhead; its ratio is timer noise
 PROBE_ROUNDS = 3  # timed steps per precision, alternating, after one warm-up step each; the fastest counts
 CACHE_FILE = "precision.json"
 
@@ -158,6 +160,9 @@ def _busy_note() -> str:
 def decide(fp32_s: float, bf16_s: float) -> PrecisionChoice:
     """The choice from two measured step times."""
     speedup = fp32_s / bf16_s
+    if fp32_s < MIN_STEP_S:
+        return PrecisionChoice("fp32", f"an fp32 step takes only {fp32_s * 1e3:.2f} ms here, too short for "
+                                       f"bf16 to pay (bf16 {bf16_s * 1e3:.2f} ms, {speedup:.2f}x)", fp32_s, bf16_s)
     if speedup >= MIN_SPEEDUP:
         return PrecisionChoice("bf16", f"bf16 steps ran {speedup:.2f}x faster than fp32 here "
                                        f"({bf16_s * 1e3:.1f} ms against {fp32_s * 1e3:.1f} ms)", fp32_s, bf16_s)
