@@ -49,15 +49,15 @@ def _precision_cache(tmp_path_factory) -> Iterator[Path]:
 
 
 @pytest.fixture(autouse=True)
-def _runs_in_tmp(tmp_path, monkeypatch, _precision_cache):
-    """Runs and caches go to a temporary directory, never into the checkout or the home directory.
+def _runs_in_tmp(tmp_path, monkeypatch):
+    """Each test's runs and user cache go to its own temporary directory.
 
-    ``--precision auto``'s measurements are shared by the whole session, as on a user's machine: a
-    model of a given shape is measured once, not once per test (tests/test_precision.py isolates its own).
+    ``--precision auto``'s measurements stay in the session's file (``_precision_cache``), as on a
+    user's machine: a model of a given shape is measured once, not once per test
+    (tests/test_precision.py isolates its own).
     """
     monkeypatch.setenv("DIVEKIT_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("DIVEKIT_PRECISION_CACHE", str(_precision_cache))
     # Tests of the download path replace the network opener themselves; CI's offline switch must not hide it.
     monkeypatch.delenv("DIVEKIT_OFFLINE", raising=False)
 
